@@ -1,0 +1,1 @@
+//! Tessera's devices: memory devices, tty, tun and fuse.

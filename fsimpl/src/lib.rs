@@ -1,0 +1,1 @@
+//! Tessera's filesystems, built on the `tessera-vfs` traits.

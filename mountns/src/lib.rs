@@ -1,0 +1,1 @@
+//! Building a sandbox's mount namespace, and the host-mount backends that prepare layer sources.
