@@ -1,1 +1,2 @@
 //! Tessera's filesystems, built on the `tessera-vfs` traits.
+pub mod verity;

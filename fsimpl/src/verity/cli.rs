@@ -1,0 +1,1 @@
+//! The `tessera verity` subcommand (in progress).

@@ -1,0 +1,1 @@
+//! Signing directory trees (in progress).
