@@ -1,2 +1,3 @@
 //! Tessera's filesystems, built on the `tessera-vfs` traits.
+pub mod gofer;
 pub mod verity;

@@ -1,0 +1,1290 @@
+//! A multiplexed 9P2000.L client: many requests from many threads in flight
+//! on one connection, one reader thread handing replies to their callers.
+//!
+//! # How a request travels
+//!
+//! A caller takes a free tag, encodes its T-message, writes the frame under
+//! the writer lock (held for that one write only) and sleeps on the tag's
+//! condition variable. The reader thread reads whole frames, checks the size
+//! against msize, and parks each frame in its tag's entry; the caller wakes,
+//! decodes its own frame (so decoding runs in parallel on the callers'
+//! threads) and checks that the reply is the type it asked for.
+//!
+//! A reply that breaks the protocol fails only the request whose tag it
+//! carries, with `EIO`: oversize frames are skipped without being buffered,
+//! truncated or mistyped bodies fail their decode, replies to tags not in
+//! flight are dropped. Only a frame too short to hold its own header, or the
+//! end of the stream, ends the connection; then every waiter gets `EIO`.
+//!
+//! A caller that gives up (the per-request timeout) sends Tflush and leaves
+//! its tag "abandoned" until the server answers either the request or the
+//! flush; a fid that the abandoned request may have created is clunked later
+//! instead of being reused.
+//!
+//! # Locking
+//!
+//! Three locks, never nested except as written: `state` (tags, waiters,
+//! connection status), `writer` (the socket's write half; taken with no other
+//! lock held, for one frame), `fids` (the fid allocator; leaf). The small
+//! buffer `pool` is a leaf too. No lock is held while waiting for a reply.
+
+use std::collections::HashSet;
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use smallvec::SmallVec;
+use tessera_vfs::Errno;
+
+use super::transport::Transport;
+use super::wire::{
+    self, decode, peek_header, Attr, DecodeError, Dirents, Flock, Msg, Qid, SetAttr, StatFs,
+    HEADER_SIZE, IOHDRSZ, MAXWELEM, NOFID, NOTAG,
+};
+
+type Result<T> = std::result::Result<T, Errno>;
+
+/// The msize we ask for unless told otherwise: a 1 MiB read fits in one message.
+pub const DEFAULT_MSIZE: u32 = (1 << 20) + 4096;
+/// The smallest msize we accept from a server: enough for any reply header
+/// and a full-length name.
+pub const MIN_MSIZE: u32 = 4096;
+/// `AT_REMOVEDIR` for [`Client::unlinkat`].
+pub const AT_REMOVEDIR: u32 = 0x200;
+
+/// Tunables for [`Client::connect`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The msize to propose; the server may lower it.
+    pub msize: u32,
+    /// How long a request may wait for its reply before it is flushed and
+    /// fails with `ETIMEDOUT`. `None` waits until the reply or the end of
+    /// the connection.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            msize: DEFAULT_MSIZE,
+            timeout: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// A fid: the client's handle on one file of the server.
+///
+/// Not `Clone`: give it back with [`Client::clunk`] (or [`Client::remove`]).
+/// Fids still held when the client closes are clunked then.
+#[derive(Debug)]
+pub struct Fid {
+    num: u32,
+    iounit: AtomicU32,
+}
+
+impl Fid {
+    /// The fid number on the wire.
+    pub fn number(&self) -> u32 {
+        self.num
+    }
+    /// The iounit the server gave when the fid was opened (0: none given).
+    pub fn iounit(&self) -> u32 {
+        self.iounit.load(Ordering::Relaxed)
+    }
+}
+
+/// One directory entry from [`Client::readdir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's qid.
+    pub qid: Qid,
+    /// The offset to continue reading after this entry.
+    pub offset: u64,
+    /// `DT_*` type; 0 if the server does not say.
+    pub ty: u8,
+    /// The name.
+    pub name: Vec<u8>,
+}
+
+enum TagState {
+    Free,
+    Waiting,
+    Ready(Result<Vec<u8>>),
+    /// The caller left; clunk `fid` (if any) once the server is done with the tag.
+    Abandoned {
+        fid: Option<u32>,
+    },
+    /// A Tflush we sent for `oldtag` (generation `gen`); nobody waits on it.
+    Flush {
+        oldtag: u16,
+        gen: u32,
+    },
+}
+
+struct TagEntry {
+    state: TagState,
+    gen: u32,
+    cv: Arc<Condvar>,
+}
+
+impl TagEntry {
+    fn new() -> Self {
+        TagEntry {
+            state: TagState::Free,
+            gen: 0,
+            cv: Arc::new(Condvar::new()),
+        }
+    }
+}
+
+struct State {
+    tags: Vec<TagEntry>,
+    free_tags: Vec<u16>,
+    /// Tversion's entry (tag NOTAG).
+    notag: TagEntry,
+    dead: bool,
+    /// Fids whose server state is unknown after an abandoned request.
+    to_clunk: Vec<u32>,
+}
+
+impl State {
+    fn entry(&mut self, tag: u16) -> Option<&mut TagEntry> {
+        if tag == NOTAG {
+            Some(&mut self.notag)
+        } else {
+            self.tags.get_mut(tag as usize)
+        }
+    }
+
+    fn release(&mut self, tag: u16) {
+        if let Some(e) = self.entry(tag) {
+            e.state = TagState::Free;
+            if tag != NOTAG {
+                self.free_tags.push(tag);
+            }
+        }
+    }
+}
+
+struct FidTable {
+    next: u32,
+    free: Vec<u32>,
+    live: HashSet<u32>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    tag_free: Condvar,
+    writer: Mutex<Option<Box<dyn Write + Send>>>,
+    fids: Mutex<FidTable>,
+    pool: Mutex<Vec<Vec<u8>>>,
+    msize: AtomicU32,
+    timeout: Option<Duration>,
+    closer: Box<dyn Fn() + Send + Sync>,
+    has_to_clunk: AtomicBool,
+    no_renameat: AtomicBool,
+    no_unlinkat: AtomicBool,
+}
+
+/// A 9P2000.L client on one connection. `Send + Sync`: share it with `Arc`.
+pub struct Client {
+    shared: Arc<Shared>,
+    reader_done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("msize", &self.msize())
+            .finish_non_exhaustive()
+    }
+}
+
+const POOL_MAX: usize = 32;
+
+impl Shared {
+    fn buffer(&self) -> Vec<u8> {
+        self.pool.lock().pop().unwrap_or_default()
+    }
+
+    fn recycle(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut p = self.pool.lock();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    }
+
+    /// Marks the connection dead and wakes everyone; safe to call twice.
+    fn fail_all(&self) {
+        {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if !st.dead {
+                st.dead = true;
+                for e in st.tags.iter_mut().chain(std::iter::once(&mut st.notag)) {
+                    if matches!(e.state, TagState::Waiting) {
+                        e.state = TagState::Ready(Err(Errno::EIO));
+                    }
+                    e.cv.notify_all();
+                }
+            }
+        }
+        self.tag_free.notify_all();
+        (self.closer)();
+    }
+
+    fn alloc_tag(&self) -> Result<(u16, u32, Arc<Condvar>)> {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock();
+        loop {
+            if st.dead {
+                return Err(Errno::EIO);
+            }
+            let tag = match st.free_tags.pop() {
+                Some(t) => Some(t),
+                None if st.tags.len() < NOTAG as usize => {
+                    st.tags.push(TagEntry::new());
+                    Some((st.tags.len() - 1) as u16)
+                }
+                None => None,
+            };
+            if let Some(tag) = tag {
+                let e = &mut st.tags[tag as usize];
+                e.state = TagState::Waiting;
+                e.gen = e.gen.wrapping_add(1);
+                return Ok((tag, e.gen, e.cv.clone()));
+            }
+            if wait(&self.tag_free, &mut st, deadline) {
+                return Err(Errno::ETIMEDOUT);
+            }
+        }
+    }
+
+    fn send(&self, head: &[u8], tail: &[u8]) -> Result<()> {
+        let res = {
+            let mut w = self.writer.lock();
+            match w.as_mut() {
+                None => return Err(Errno::EIO),
+                Some(w) => write_all2(w.as_mut(), head, tail).and_then(|_| w.flush()),
+            }
+        };
+        if let Err(e) = res {
+            log::warn!("9p: write failed: {e}");
+            self.fail_all();
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    /// Sends `req` and waits for the reply frame. `fid` is a fid the request
+    /// would create or destroy: if the request is abandoned, it is clunked
+    /// later rather than reused.
+    fn rpc(&self, req: &Msg<'_>, fid: Option<u32>) -> Result<Vec<u8>> {
+        let tag_is_notag = matches!(req, Msg::Tversion { .. });
+        let (tag, gen, cv) = if tag_is_notag {
+            let mut st = self.state.lock();
+            if st.dead {
+                return Err(Errno::EIO);
+            }
+            st.notag.state = TagState::Waiting;
+            (NOTAG, 0, st.notag.cv.clone())
+        } else {
+            self.alloc_tag()?
+        };
+        let mut buf = self.buffer();
+        let tail = match req.encode_head(tag, &mut buf) {
+            Ok(t) => t,
+            Err(_) => {
+                self.recycle(buf);
+                self.state.lock().release(tag);
+                return Err(Errno::EINVAL);
+            }
+        };
+        if buf.len() + tail.len() > self.msize.load(Ordering::Relaxed) as usize {
+            self.recycle(buf);
+            self.state.lock().release(tag);
+            return Err(Errno::EMSGSIZE);
+        }
+        let sent = self.send(&buf, tail);
+        self.recycle(buf);
+        if let Err(e) = sent {
+            self.state.lock().release(tag);
+            self.tag_free.notify_one();
+            return Err(e);
+        }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock();
+        loop {
+            let Some(e) = st.entry(tag) else {
+                return Err(Errno::EIO);
+            };
+            if let TagState::Ready(_) = e.state {
+                let TagState::Ready(r) = std::mem::replace(&mut e.state, TagState::Free) else {
+                    return Err(Errno::EIO);
+                };
+                st.release(tag);
+                drop(st);
+                self.tag_free.notify_one();
+                return r;
+            }
+            if st.dead {
+                st.release(tag);
+                return Err(Errno::EIO);
+            }
+            if wait(&cv, &mut st, deadline) {
+                // Still waiting after the deadline: give the tag up.
+                if let Some(e) = st.entry(tag) {
+                    if matches!(e.state, TagState::Waiting) {
+                        e.state = TagState::Abandoned { fid };
+                        drop(st);
+                        if !tag_is_notag {
+                            self.flush(tag, gen);
+                        }
+                        return Err(Errno::ETIMEDOUT);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends Tflush for an abandoned tag without waiting for Rflush.
+    fn flush(&self, oldtag: u16, gen: u32) {
+        let tag = {
+            let mut st = self.state.lock();
+            if st.dead {
+                return;
+            }
+            let Some(tag) = st.free_tags.pop().or_else(|| {
+                (st.tags.len() < NOTAG as usize).then(|| {
+                    st.tags.push(TagEntry::new());
+                    (st.tags.len() - 1) as u16
+                })
+            }) else {
+                // No tag to flush with: the old tag stays abandoned until
+                // its reply comes.
+                return;
+            };
+            let e = &mut st.tags[tag as usize];
+            e.state = TagState::Flush { oldtag, gen };
+            e.gen = e.gen.wrapping_add(1);
+            tag
+        };
+        let mut buf = self.buffer();
+        if (Msg::Tflush { oldtag }).encode(tag, &mut buf).is_ok() {
+            let _ = self.send(&buf, &[]);
+        }
+        self.recycle(buf);
+    }
+
+    /// Hands one reply frame to its tag (called by the reader thread).
+    fn deliver(&self, tag: u16, frame: Result<Vec<u8>>) {
+        let mut st = self.state.lock();
+        let Some(e) = st.entry(tag) else {
+            log::warn!("9p: reply with tag {tag} that is not in flight");
+            return;
+        };
+        match std::mem::replace(&mut e.state, TagState::Free) {
+            TagState::Waiting => {
+                e.state = TagState::Ready(frame);
+                e.cv.notify_one();
+                return;
+            }
+            TagState::Abandoned { fid } => {
+                if let Some(f) = fid {
+                    st.to_clunk.push(f);
+                    self.has_to_clunk.store(true, Ordering::Relaxed);
+                }
+                st.release(tag);
+            }
+            TagState::Flush { oldtag, gen } => {
+                st.release(tag);
+                // The flush is answered: if the old request never was,
+                // the server has forgotten it and its tag is free again.
+                if let Some(old) = st.entry(oldtag) {
+                    if old.gen == gen {
+                        if let TagState::Abandoned { fid } = old.state {
+                            if let Some(f) = fid {
+                                st.to_clunk.push(f);
+                                self.has_to_clunk.store(true, Ordering::Relaxed);
+                            }
+                            st.release(oldtag);
+                        }
+                    }
+                }
+            }
+            other @ (TagState::Free | TagState::Ready(_)) => {
+                e.state = other;
+                log::warn!("9p: reply with tag {tag} that is not in flight");
+                return;
+            }
+        }
+        drop(st);
+        self.tag_free.notify_all();
+        if let Ok(f) = frame {
+            self.recycle(f);
+        }
+    }
+}
+
+/// Waits on `cv` until notified or `deadline`; returns true on timeout.
+fn wait(cv: &Condvar, g: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => {
+            cv.wait(g);
+            false
+        }
+        Some(d) => cv.wait_until(g, d).timed_out(),
+    }
+}
+
+fn write_all2(w: &mut dyn Write, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (head, tail);
+    while !a.is_empty() || !b.is_empty() {
+        let n = if a.is_empty() {
+            w.write(b)?
+        } else if b.is_empty() {
+            w.write(a)?
+        } else {
+            w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)])?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
+
+/// Buffered frame reader for the reader thread: small frames come many to a
+/// `read`, large ones go straight into their own buffer.
+struct FrameReader {
+    src: Box<dyn Read + Send>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+enum Frame {
+    /// A whole frame of at most msize bytes.
+    Whole(Vec<u8>),
+    /// A frame over msize, skipped; only its tag is known.
+    Oversize(u16),
+}
+
+impl FrameReader {
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        if self.end - self.start >= want {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.end < want {
+            let n = self.src.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    fn next(&mut self, msize: u32, shared: &Shared) -> io::Result<Frame> {
+        self.fill(HEADER_SIZE)?;
+        let (size, _, tag) =
+            peek_header(&self.buf[self.start..self.end]).ok_or(io::ErrorKind::InvalidData)?;
+        let size = size as usize;
+        if size < HEADER_SIZE {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        if size > msize as usize {
+            // Skip it without buffering: a lying size cannot make us allocate.
+            let mut left = size;
+            while left > 0 {
+                self.fill(1)?;
+                let n = left.min(self.end - self.start);
+                self.start += n;
+                left -= n;
+            }
+            return Ok(Frame::Oversize(tag));
+        }
+        let mut frame = shared.buffer();
+        let have = (self.end - self.start).min(size);
+        frame.extend_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        if have < size {
+            frame.resize(size, 0);
+            self.src.read_exact(&mut frame[have..])?;
+        }
+        Ok(Frame::Whole(frame))
+    }
+}
+
+fn reader_loop(shared: Arc<Shared>, mut fr: FrameReader, done: mpsc::Sender<()>) {
+    loop {
+        let msize = shared.msize.load(Ordering::Relaxed);
+        match fr.next(msize, &shared) {
+            Ok(Frame::Whole(f)) => {
+                let tag = peek_header(&f).map(|h| h.2).unwrap_or(NOTAG);
+                shared.deliver(tag, Ok(f));
+            }
+            Ok(Frame::Oversize(tag)) => {
+                log::warn!("9p: oversize reply for tag {tag}");
+                shared.deliver(tag, Err(Errno::EIO));
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    log::warn!("9p: connection lost: {e}");
+                }
+                break;
+            }
+        }
+    }
+    shared.fail_all();
+    let _ = done.send(());
+}
+
+/// Maps an Rlerror code to an errno; nonsense codes become `EIO`.
+fn lerror(ecode: u32) -> Errno {
+    match i32::try_from(ecode) {
+        Ok(n) if (1..4096).contains(&n) => Errno::from_raw(n),
+        _ => Errno::EIO,
+    }
+}
+
+/// Refuses names a server must never see: the client resolves `.` and `..`
+/// itself (servers such as diod let `..` climb out of the export) and a `/`
+/// would let one name walk several steps.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > tessera_vfs::abi::NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0)
+    {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+macro_rules! expect {
+    ($frame:expr, $pat:pat => $val:expr) => {
+        match $frame {
+            $pat => Ok($val),
+            _ => Err(Errno::EIO),
+        }
+    };
+}
+
+impl Client {
+    /// Negotiates the version and msize over `transport` and starts the
+    /// reader thread.
+    ///
+    /// # Errors
+    ///
+    /// `EIO` if the connection fails or the server answers nonsense,
+    /// `EPROTONOSUPPORT` if it does not speak 9P2000.L, the server's errno if
+    /// it refuses with Rlerror, `ETIMEDOUT` if it says nothing in time.
+    pub fn connect(transport: Transport, opts: ClientOptions) -> Result<Client> {
+        let Transport {
+            reader,
+            writer,
+            closer,
+        } = transport;
+        let msize = opts.msize.max(MIN_MSIZE);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                tags: Vec::new(),
+                free_tags: Vec::new(),
+                notag: TagEntry::new(),
+                dead: false,
+                to_clunk: Vec::new(),
+            }),
+            tag_free: Condvar::new(),
+            writer: Mutex::new(Some(writer)),
+            fids: Mutex::new(FidTable {
+                next: 0,
+                free: Vec::new(),
+                live: HashSet::new(),
+            }),
+            pool: Mutex::new(Vec::new()),
+            msize: AtomicU32::new(msize),
+            timeout: opts.timeout,
+            closer,
+            has_to_clunk: AtomicBool::new(false),
+            no_renameat: AtomicBool::new(false),
+            no_unlinkat: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let fr = FrameReader {
+            src: reader,
+            buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        };
+        let s2 = shared.clone();
+        thread::Builder::new()
+            .name("9p-reader".into())
+            .spawn(move || reader_loop(s2, fr, tx))
+            .map_err(|_| Errno::EAGAIN)?;
+        let client = Client {
+            shared,
+            reader_done: Mutex::new(Some(rx)),
+        };
+        let frame = client.shared.rpc(
+            &Msg::Tversion {
+                msize,
+                version: wire::VERSION_9P2000L,
+            },
+            None,
+        )?;
+        let negotiated = match decode(&frame, msize) {
+            Ok((_, Msg::Rversion { msize: m, version })) => {
+                if version != wire::VERSION_9P2000L {
+                    Err(Errno::EPROTONOSUPPORT)
+                } else if m < MIN_MSIZE {
+                    Err(Errno::EIO)
+                } else {
+                    Ok(m.min(msize))
+                }
+            }
+            Ok((_, Msg::Rlerror { ecode })) => Err(lerror(ecode)),
+            _ => Err(Errno::EIO),
+        };
+        client.shared.recycle(frame);
+        client.shared.msize.store(negotiated?, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// The negotiated msize.
+    pub fn msize(&self) -> u32 {
+        self.shared.msize.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        !self.shared.state.lock().dead
+    }
+
+    /// Sends `req` and decodes the reply with `f`, which returns `None` when
+    /// the reply is the wrong type.
+    fn call<T>(
+        &self,
+        req: &Msg<'_>,
+        fid: Option<u32>,
+        f: impl FnOnce(Msg<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let frame = self.shared.rpc(req, fid)?;
+        let res = match decode(&frame, self.msize()) {
+            Ok((_, Msg::Rlerror { ecode })) => Err(lerror(ecode)),
+            Ok((_, msg)) => f(msg),
+            Err(e) => {
+                log::warn!("9p: bad reply to {}: {e}", req.type_number());
+                Err(Errno::EIO)
+            }
+        };
+        self.shared.recycle(frame);
+        res
+    }
+
+    fn alloc_fid(&self) -> Result<Fid> {
+        if self.shared.has_to_clunk.load(Ordering::Relaxed) {
+            self.drain_clunks();
+        }
+        let mut t = self.shared.fids.lock();
+        let num = match t.free.pop() {
+            Some(n) => n,
+            None => {
+                if t.next == NOFID {
+                    return Err(Errno::EMFILE);
+                }
+                t.next += 1;
+                t.next - 1
+            }
+        };
+        t.live.insert(num);
+        Ok(Fid {
+            num,
+            iounit: AtomicU32::new(0),
+        })
+    }
+
+    /// Returns a fid number to the allocator (the server no longer knows it).
+    fn free_fid(&self, num: u32) {
+        let mut t = self.shared.fids.lock();
+        if t.live.remove(&num) {
+            t.free.push(num);
+        }
+    }
+
+    /// Forgets a fid number whose server state is unknown: it is clunked
+    /// before it is reused.
+    fn quarantine_fid(&self, num: u32) {
+        self.shared.state.lock().to_clunk.push(num);
+        self.shared.has_to_clunk.store(true, Ordering::Relaxed);
+    }
+
+    fn drain_clunks(&self) {
+        let list = {
+            let mut st = self.shared.state.lock();
+            self.shared.has_to_clunk.store(false, Ordering::Relaxed);
+            std::mem::take(&mut st.to_clunk)
+        };
+        for num in list {
+            self.clunk_num(num);
+        }
+    }
+
+    fn clunk_num(&self, num: u32) {
+        match self.call(
+            &Msg::Tclunk { fid: num },
+            Some(num),
+            |m| expect!(m, Msg::Rclunk => ()),
+        ) {
+            Err(Errno::ETIMEDOUT) => {} // requeued when its reply or Rflush comes
+            _ => self.free_fid(num),
+        }
+    }
+
+    /// Attaches to the tree `aname` as `uname` / `n_uname` (use
+    /// [`wire::NONUNAME`] to go by name), without authentication.
+    pub fn attach(&self, uname: &[u8], aname: &[u8], n_uname: u32) -> Result<(Fid, Qid)> {
+        let fid = self.alloc_fid()?;
+        let r = self.call(
+            &Msg::Tattach {
+                fid: fid.num,
+                afid: NOFID,
+                uname,
+                aname,
+                n_uname,
+            },
+            Some(fid.num),
+            |m| expect!(m, Msg::Rattach { qid } => qid),
+        );
+        self.finish_new_fid(fid, r)
+    }
+
+    fn finish_new_fid<T>(&self, fid: Fid, r: Result<T>) -> Result<(Fid, T)> {
+        match r {
+            Ok(v) => Ok((fid, v)),
+            Err(e) => Err(self.fail_new_fid(fid, e)),
+        }
+    }
+
+    /// Settles a fid whose creating request failed with `e`.
+    fn fail_new_fid(&self, fid: Fid, e: Errno) -> Errno {
+        match e {
+            // Abandoned: queued for clunking when the server answers.
+            Errno::ETIMEDOUT => {}
+            // The server may or may not hold the fid now.
+            Errno::EIO => self.quarantine_fid(fid.num),
+            _ => self.free_fid(fid.num),
+        }
+        e
+    }
+
+    /// Walks from `fid` through `names` to a new fid; no names clones `fid`.
+    ///
+    /// Walks longer than 16 names are sent as several Twalks. A walk that
+    /// stops early fails with `ENOENT` (or the server's error) and leaves no
+    /// fid behind.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for `.`, `..`, empty names or names with `/` or NUL, which
+    /// are never sent; `ENAMETOOLONG` for a name over 255 bytes.
+    pub fn walk(&self, fid: &Fid, names: &[&[u8]]) -> Result<(Fid, Vec<Qid>)> {
+        for n in names {
+            check_name(n)?;
+        }
+        let newfid = self.alloc_fid()?;
+        let mut qids = Vec::with_capacity(names.len());
+        if names.is_empty() {
+            let r = self.walk_once(fid.num, newfid.num, &[]);
+            return self.finish_new_fid(newfid, r);
+        }
+        for (i, chunk) in names.chunks(MAXWELEM).enumerate() {
+            let from = if i == 0 { fid.num } else { newfid.num };
+            match self.walk_once(from, newfid.num, chunk) {
+                Ok(q) => qids.extend_from_slice(&q),
+                Err(e) if i == 0 => return Err(self.fail_new_fid(newfid, e)),
+                Err(Errno::ETIMEDOUT) => return Err(Errno::ETIMEDOUT),
+                Err(e) => {
+                    // newfid is live from the earlier chunks.
+                    self.clunk_num(newfid.num);
+                    return Err(e);
+                }
+            }
+        }
+        Ok((newfid, qids))
+    }
+
+    fn walk_once(&self, from: u32, newfid: u32, names: &[&[u8]]) -> Result<Vec<Qid>> {
+        let req = Msg::Twalk {
+            fid: from,
+            newfid,
+            names: names.iter().copied().collect::<SmallVec<_>>(),
+        };
+        let qids = self.call(
+            &req,
+            Some(newfid),
+            |m| expect!(m, Msg::Rwalk { qids } => qids),
+        )?;
+        if qids.len() == names.len() {
+            return Ok(qids.to_vec());
+        }
+        // A short walk: the protocol says newfid was not made, but some
+        // servers (diod) make it anyway, so clunk it before reuse.
+        let c = self.call(&Msg::Tclunk { fid: newfid }, Some(newfid), |_| Ok(()));
+        if c == Err(Errno::ETIMEDOUT) {
+            return Err(Errno::ETIMEDOUT);
+        }
+        if qids.len() > names.len() {
+            return Err(Errno::EIO);
+        }
+        Err(Errno::ENOENT)
+    }
+
+    /// Gives a fid back to the server. The fid number is reused afterwards
+    /// whatever the server answers (a failed Tclunk still ends the fid).
+    pub fn clunk(&self, fid: Fid) -> Result<()> {
+        let r = self.call(
+            &Msg::Tclunk { fid: fid.num },
+            Some(fid.num),
+            |m| expect!(m, Msg::Rclunk => ()),
+        );
+        if r != Err(Errno::ETIMEDOUT) {
+            self.free_fid(fid.num);
+        }
+        if self.shared.has_to_clunk.load(Ordering::Relaxed) {
+            self.drain_clunks();
+        }
+        r
+    }
+
+    /// Removes the file `fid` names and clunks the fid (even on failure).
+    pub fn remove(&self, fid: Fid) -> Result<()> {
+        let r = self.call(
+            &Msg::Tremove { fid: fid.num },
+            Some(fid.num),
+            |m| expect!(m, Msg::Rremove => ()),
+        );
+        if r != Err(Errno::ETIMEDOUT) {
+            self.free_fid(fid.num);
+        }
+        r
+    }
+
+    /// Reads the attributes in `mask` (`wire::getattr::*`).
+    pub fn getattr(&self, fid: &Fid, mask: u64) -> Result<Attr> {
+        self.call(
+            &Msg::Tgetattr { fid: fid.num, mask },
+            None,
+            |m| expect!(m, Msg::Rgetattr { attr } => attr),
+        )
+    }
+
+    /// Changes the attributes `attr.valid` selects.
+    pub fn setattr(&self, fid: &Fid, attr: &SetAttr) -> Result<()> {
+        self.call(
+            &Msg::Tsetattr {
+                fid: fid.num,
+                attr: *attr,
+            },
+            None,
+            |m| expect!(m, Msg::Rsetattr => ()),
+        )
+    }
+
+    /// Opens `fid` with Linux open flags; returns the qid and iounit.
+    pub fn lopen(&self, fid: &Fid, flags: u32) -> Result<(Qid, u32)> {
+        let (q, io) = self.call(
+            &Msg::Tlopen {
+                fid: fid.num,
+                flags,
+            },
+            None,
+            |m| expect!(m, Msg::Rlopen { qid, iounit } => (qid, iounit)),
+        )?;
+        fid.iounit.store(io, Ordering::Relaxed);
+        Ok((q, io))
+    }
+
+    /// Creates and opens `name` in the directory `fid`; `fid` then names the
+    /// new, open file.
+    pub fn lcreate(
+        &self,
+        fid: &Fid,
+        name: &[u8],
+        flags: u32,
+        mode: u32,
+        gid: u32,
+    ) -> Result<(Qid, u32)> {
+        check_name(name)?;
+        let req = Msg::Tlcreate {
+            fid: fid.num,
+            name,
+            flags,
+            mode,
+            gid,
+        };
+        let (q, io) = self.call(
+            &req,
+            None,
+            |m| expect!(m, Msg::Rlcreate { qid, iounit } => (qid, iounit)),
+        )?;
+        fid.iounit.store(io, Ordering::Relaxed);
+        Ok((q, io))
+    }
+
+    /// The most bytes one Tread or Twrite on `fid` may move.
+    fn io_chunk(&self, fid: &Fid) -> usize {
+        let max = self.msize().saturating_sub(IOHDRSZ).max(1);
+        match fid.iounit() {
+            0 => max as usize,
+            n => n.min(max) as usize,
+        }
+    }
+
+    /// Reads into `buf` from `offset`, in as many Treads as msize and iounit
+    /// require; stops early at a short read (end of file).
+    pub fn read(&self, fid: &Fid, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let chunk = self.io_chunk(fid);
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(chunk);
+            let req = Msg::Tread {
+                fid: fid.num,
+                offset: offset.wrapping_add(done as u64),
+                count: want as u32,
+            };
+            let dst = &mut buf[done..done + want];
+            let got = self.call(&req, None, |m| match m {
+                Msg::Rread { data } if data.len() <= want => {
+                    dst[..data.len()].copy_from_slice(data);
+                    Ok(data.len())
+                }
+                _ => Err(Errno::EIO),
+            });
+            let got = match got {
+                Ok(n) => n,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done),
+            };
+            done += got;
+            if got < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes `data` at `offset`, in as many Twrites as msize and iounit
+    /// require; stops early at a short write.
+    pub fn write(&self, fid: &Fid, offset: u64, data: &[u8]) -> Result<usize> {
+        let chunk = self.io_chunk(fid);
+        let mut done = 0;
+        while done < data.len() {
+            let part = &data[done..data.len().min(done + chunk)];
+            let req = Msg::Twrite {
+                fid: fid.num,
+                offset: offset.wrapping_add(done as u64),
+                data: part,
+            };
+            let got = self.call(&req, None, |m| match m {
+                Msg::Rwrite { count } if count as usize <= part.len() => Ok(count as usize),
+                _ => Err(Errno::EIO),
+            });
+            let got = match got {
+                Ok(n) => n,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done),
+            };
+            done += got;
+            if got < part.len() {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads directory entries of the open directory `fid` from the cookie
+    /// `offset`, at most `count` bytes of them (clamped to what msize allows).
+    /// `.` and `..` come back as the server sends them.
+    pub fn readdir(&self, fid: &Fid, offset: u64, count: u32) -> Result<Vec<DirEntry>> {
+        let count = count.min(self.io_chunk(fid) as u32);
+        let req = Msg::Treaddir {
+            fid: fid.num,
+            offset,
+            count,
+        };
+        self.call(&req, None, |m| match m {
+            Msg::Rreaddir { data } if data.len() <= count as usize => Dirents::new(data)
+                .map(|d| {
+                    d.map(|d| DirEntry {
+                        qid: d.qid,
+                        offset: d.offset,
+                        ty: d.ty,
+                        name: d.name.to_vec(),
+                    })
+                    .map_err(|_: DecodeError| Errno::EIO)
+                })
+                .collect(),
+            _ => Err(Errno::EIO),
+        })
+    }
+
+    /// Makes a directory `name` in `dfid`.
+    pub fn mkdir(&self, dfid: &Fid, name: &[u8], mode: u32, gid: u32) -> Result<Qid> {
+        check_name(name)?;
+        let req = Msg::Tmkdir {
+            dfid: dfid.num,
+            name,
+            mode,
+            gid,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rmkdir { qid } => qid))
+    }
+
+    /// Makes a symbolic link `name` -> `target` in `dfid`.
+    pub fn symlink(&self, dfid: &Fid, name: &[u8], target: &[u8], gid: u32) -> Result<Qid> {
+        check_name(name)?;
+        let req = Msg::Tsymlink {
+            fid: dfid.num,
+            name,
+            target,
+            gid,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rsymlink { qid } => qid))
+    }
+
+    /// Makes a device, fifo or socket node `name` in `dfid`.
+    pub fn mknod(
+        &self,
+        dfid: &Fid,
+        name: &[u8],
+        mode: u32,
+        major: u32,
+        minor: u32,
+        gid: u32,
+    ) -> Result<Qid> {
+        check_name(name)?;
+        let req = Msg::Tmknod {
+            dfid: dfid.num,
+            name,
+            mode,
+            major,
+            minor,
+            gid,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rmknod { qid } => qid))
+    }
+
+    /// Makes a hard link `name` in `dfid` to the file `fid`.
+    pub fn link(&self, dfid: &Fid, fid: &Fid, name: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let req = Msg::Tlink {
+            dfid: dfid.num,
+            fid: fid.num,
+            name,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rlink => ()))
+    }
+
+    /// Renames `olddir/oldname` to `newdir/newname`; with servers that
+    /// answer Trenameat with `EOPNOTSUPP` (diod), walks to the file and
+    /// sends Trename instead, and remembers to do so from then on.
+    pub fn renameat(
+        &self,
+        olddir: &Fid,
+        oldname: &[u8],
+        newdir: &Fid,
+        newname: &[u8],
+    ) -> Result<()> {
+        check_name(oldname)?;
+        check_name(newname)?;
+        if !self.shared.no_renameat.load(Ordering::Relaxed) {
+            let req = Msg::Trenameat {
+                olddirfid: olddir.num,
+                oldname,
+                newdirfid: newdir.num,
+                newname,
+            };
+            match self.call(&req, None, |m| expect!(m, Msg::Rrenameat => ())) {
+                Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
+                    self.shared.no_renameat.store(true, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        let (f, _) = self.walk(olddir, &[oldname])?;
+        let req = Msg::Trename {
+            fid: f.num,
+            dfid: newdir.num,
+            name: newname,
+        };
+        let r = self.call(&req, None, |m| expect!(m, Msg::Rrename => ()));
+        let _ = self.clunk(f);
+        r
+    }
+
+    /// Removes `name` from `dir`: a non-directory, or with [`AT_REMOVEDIR`]
+    /// an empty directory. Falls back to walk + Tremove where Tunlinkat is
+    /// not supported, checking the file type itself so that the errors are
+    /// Linux's (`EISDIR`, `ENOTDIR`).
+    pub fn unlinkat(&self, dir: &Fid, name: &[u8], flags: u32) -> Result<()> {
+        check_name(name)?;
+        if !self.shared.no_unlinkat.load(Ordering::Relaxed) {
+            let req = Msg::Tunlinkat {
+                dirfid: dir.num,
+                name,
+                flags,
+            };
+            match self.call(&req, None, |m| expect!(m, Msg::Runlinkat => ())) {
+                Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
+                    self.shared.no_unlinkat.store(true, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        let (f, qids) = self.walk(dir, &[name])?;
+        let is_dir = qids.first().is_some_and(|q| q.is_dir());
+        let wrong = if flags & AT_REMOVEDIR != 0 {
+            (!is_dir).then_some(Errno::ENOTDIR)
+        } else {
+            is_dir.then_some(Errno::EISDIR)
+        };
+        if let Some(e) = wrong {
+            let _ = self.clunk(f);
+            return Err(e);
+        }
+        self.remove(f)
+    }
+
+    /// Reads the target of the symbolic link `fid`.
+    pub fn readlink(&self, fid: &Fid) -> Result<Vec<u8>> {
+        self.call(
+            &Msg::Treadlink { fid: fid.num },
+            None,
+            |m| expect!(m, Msg::Rreadlink { target } => target.to_vec()),
+        )
+    }
+
+    /// Opens the extended attribute `name` of `fid` (or, with an empty
+    /// name, the list of names) for reading as a new fid; returns its size.
+    pub fn xattrwalk(&self, fid: &Fid, name: &[u8]) -> Result<(Fid, u64)> {
+        let newfid = self.alloc_fid()?;
+        let req = Msg::Txattrwalk {
+            fid: fid.num,
+            newfid: newfid.num,
+            name,
+        };
+        let r = self.call(
+            &req,
+            Some(newfid.num),
+            |m| expect!(m, Msg::Rxattrwalk { size } => size),
+        );
+        self.finish_new_fid(newfid, r)
+    }
+
+    /// Turns `fid` into a fid that sets the extended attribute `name` to
+    /// the `size` bytes written to it before it is clunked.
+    pub fn xattrcreate(&self, fid: &Fid, name: &[u8], size: u64, flags: u32) -> Result<()> {
+        let req = Msg::Txattrcreate {
+            fid: fid.num,
+            name,
+            size,
+            flags,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rxattrcreate => ()))
+    }
+
+    /// Filesystem statistics.
+    pub fn statfs(&self, fid: &Fid) -> Result<StatFs> {
+        self.call(
+            &Msg::Tstatfs { fid: fid.num },
+            None,
+            |m| expect!(m, Msg::Rstatfs { statfs } => statfs),
+        )
+    }
+
+    /// Flushes the open file `fid` to stable storage.
+    pub fn fsync(&self, fid: &Fid, datasync: bool) -> Result<()> {
+        let req = Msg::Tfsync {
+            fid: fid.num,
+            datasync: datasync as u32,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rfsync => ()))
+    }
+
+    /// Takes or releases a POSIX lock; returns the server's status
+    /// (`0` success, `1` blocked, `2` error, `3` grace).
+    pub fn lock(&self, fid: &Fid, lock: &Flock<'_>) -> Result<u8> {
+        let req = Msg::Tlock {
+            fid: fid.num,
+            lock: *lock,
+        };
+        self.call(&req, None, |m| expect!(m, Msg::Rlock { status } => status))
+    }
+
+    /// Tests for a conflicting lock; returns the answer with its owner
+    /// (type `2`, unlocked, when there is none).
+    pub fn getlock(&self, fid: &Fid, lock: &Flock<'_>) -> Result<(u8, u64, u64, u32, Vec<u8>)> {
+        let req = Msg::Tgetlock {
+            fid: fid.num,
+            lock: *lock,
+        };
+        self.call(&req, None, |m| {
+            expect!(m, Msg::Rgetlock { lock: l } =>
+                (l.ty, l.start, l.length, l.proc_id, l.client_id.to_vec()))
+        })
+    }
+
+    /// How many fids the client holds (for tests and leak checks).
+    pub fn live_fids(&self) -> usize {
+        self.shared.fids.lock().live.len()
+    }
+
+    /// Clunks every fid still held, closes the connection and waits (a
+    /// bounded time) for the reader thread to end. Called by `Drop` too.
+    pub fn close(&self) {
+        let live: Vec<u32> = {
+            let st = self.shared.state.lock();
+            let dead = st.dead;
+            drop(st);
+            if dead {
+                Vec::new()
+            } else {
+                self.shared.fids.lock().live.iter().copied().collect()
+            }
+        };
+        // Queued fids are still live, so the loop below clunks them once.
+        self.shared.state.lock().to_clunk.clear();
+        for num in live {
+            let _ = self.call(&Msg::Tclunk { fid: num }, None, |_| Ok(()));
+            self.free_fid(num);
+        }
+        // Dropping the write half tells a pipe or socket server we are done.
+        drop(self.shared.writer.lock().take());
+        self.shared.fail_all();
+        if let Some(rx) = self.reader_done.lock().take() {
+            if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                log::warn!("9p: reader thread did not stop; leaving it");
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
