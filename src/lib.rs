@@ -1,0 +1,4 @@
+//! Tessera: a Linux-compatible virtual filesystem inside a process. This
+//! crate is the command and the facade; the VFS itself is `tessera-vfs`.
+
+pub mod ops;
