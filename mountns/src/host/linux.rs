@@ -339,10 +339,14 @@ pub fn unmount_recursive(target: &Path, flags: UnmountFlags) -> Result<(), Mount
             return Err(MountError::new(Op::Inspect, target, code));
         }
     };
-    let info = std::fs::read("/proc/self/mountinfo").map_err(|e| {
-        let code = Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO.raw()));
-        MountError::new(Op::ReadMountinfo, target.as_path(), code)
-    })?;
+    // thread-self, not self: a thread that unshared its mount namespace
+    // sees a different table from the process's main thread.
+    let info = std::fs::read("/proc/thread-self/mountinfo")
+        .or_else(|_| std::fs::read("/proc/self/mountinfo"))
+        .map_err(|e| {
+            let code = Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO.raw()));
+            MountError::new(Op::ReadMountinfo, target.as_path(), code)
+        })?;
     let mut points: Vec<PathBuf> = mount_points(&info)
         .into_iter()
         .filter(|p| p.starts_with(&target))
