@@ -1192,3 +1192,338 @@ fn parse_line(line: &[u8]) -> Result<Op, String> {
     };
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> ScriptError {
+        parse_script(src.as_bytes()).expect_err("script error expected")
+    }
+
+    fn op(line: &str) -> Op {
+        let s = parse_script(line.as_bytes()).expect("valid line");
+        assert_eq!(s.lines.len(), 1);
+        s.lines[0].op.clone()
+    }
+
+    #[test]
+    fn the_two_script_errors_of_the_examples() {
+        let e = err("# An unknown flag name is a script error; nothing runs.\nopen f /f O_RDWR|O_CREATE 0644\nmkdir /never 0755\n");
+        assert_eq!(e.to_string(), "error: line 2: unknown flag name O_CREATE");
+        // An unbound handle is not a parse error: it is found when the line runs.
+        let s = parse_script(b"open f /f O_RDWR|O_CREAT 0644\nclose f\nwrite f \"x\"\n")
+            .expect("parses");
+        assert_eq!(s.lines.len(), 3);
+    }
+
+    #[test]
+    fn lines_comments_and_echo_text() {
+        let s = parse_script(b"\n  # comment\n\t mkdir /d 0755  \r\n\nmounts").expect("parses");
+        assert_eq!(s.lines.len(), 2);
+        assert_eq!(s.lines[0].number, 3);
+        assert_eq!(s.lines[0].text, b"mkdir /d 0755".to_vec());
+        assert_eq!(s.lines[1].number, 5);
+        assert_eq!(s.lines[1].op, Op::Mounts);
+    }
+
+    #[test]
+    fn every_example_script_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/examples");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "ops") {
+                let src = std::fs::read(e.path()).expect("readable");
+                let s = parse_script(&src).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                assert!(!s.lines.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_strings_and_escapes() {
+        assert_eq!(
+            op(r#"write f "hi\tthere\n\x00\xff\"\\""#),
+            Op::Write {
+                handle: "f".into(),
+                data: b"hi\tthere\n\x00\xff\"\\".to_vec()
+            }
+        );
+        assert_eq!(
+            op(r#"write f """#),
+            Op::Write {
+                handle: "f".into(),
+                data: Vec::new()
+            }
+        );
+        assert_eq!(
+            op("write f a\"b"),
+            Op::Write {
+                handle: "f".into(),
+                data: b"a\"b".to_vec()
+            }
+        );
+        assert!(err(r#"write f "abc"#).reason.contains("unterminated"));
+        assert!(err(r#"write f "\q""#).reason.contains("bad escape"));
+        assert!(err(r#"write f "\x4""#).reason.contains("hex"));
+        assert!(err(r#"write f "a"b"#)
+            .reason
+            .contains("followed by a space"));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_unsigned(b"0755"), Some(0o755));
+        assert_eq!(parse_unsigned(b"0"), Some(0));
+        assert_eq!(parse_unsigned(b"0x1F"), Some(31));
+        assert_eq!(parse_unsigned(b"42"), Some(42));
+        assert_eq!(parse_unsigned(b"08"), None);
+        assert_eq!(parse_unsigned(b"0x"), None);
+        assert_eq!(parse_unsigned(b"12a"), None);
+        assert_eq!(parse_unsigned(b"99999999999999999999999"), None);
+        assert_eq!(parse_signed(b"-1"), Some(-1));
+        assert_eq!(parse_signed(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_signed(b"-0x1"), None);
+        assert_eq!(parse_signed(b"-"), None);
+        assert_eq!(
+            op("lseek f -3 SEEK_END"),
+            Op::Lseek {
+                handle: "f".into(),
+                offset: -3,
+                whence: 2
+            }
+        );
+        assert_eq!(err("read f 0x").reason, "bad number 0x");
+        assert_eq!(err("read f -1").reason, "bad number -1");
+        assert_eq!(err("truncate /f -1").reason, "bad number -1");
+    }
+
+    #[test]
+    fn flags_and_modes() {
+        assert_eq!(
+            op("open f /f O_RDWR|O_CREAT|O_EXCL 0644"),
+            Op::Openat {
+                handle: "f".into(),
+                dir: Dir::Cwd,
+                path: b"/f".to_vec(),
+                flags: 0o302,
+                mode: 0o644
+            }
+        );
+        assert_eq!(
+            op("mknod /c S_IFCHR|0604 1 7"),
+            Op::Mknod {
+                path: b"/c".to_vec(),
+                mode: 0o020604,
+                major: 1,
+                minor: 7
+            }
+        );
+        assert_eq!(
+            op("open t /d O_RDWR|O_TMPFILE 0600"),
+            Op::Openat {
+                handle: "t".into(),
+                dir: Dir::Cwd,
+                path: b"/d".to_vec(),
+                flags: 0o20200002,
+                mode: 0o600
+            }
+        );
+        assert_eq!(
+            op("mount none /m tmpfs MS_NOSUID|MS_NODEV|MS_NOEXEC \"size=64k\""),
+            Op::Mount {
+                source: b"none".to_vec(),
+                target: b"/m".to_vec(),
+                fstype: b"tmpfs".to_vec(),
+                flags: 14,
+                data: b"size=64k".to_vec()
+            }
+        );
+        assert_eq!(
+            op("access /f W_OK|R_OK"),
+            Op::Faccessat2 {
+                dir: Dir::Cwd,
+                path: b"/f".to_vec(),
+                mode: 6,
+                flags: 0
+            }
+        );
+        assert_eq!(
+            op("umount /m MNT_DETACH"),
+            Op::Umount {
+                target: b"/m".to_vec(),
+                flags: 2
+            }
+        );
+        assert_eq!(
+            err("open f /f O_RDWR|O_CREAT S_IFFOO|0644").reason,
+            "unknown flag name S_IFFOO"
+        );
+        // A name of another category is unknown here.
+        assert_eq!(
+            err("unlinkat AT_FDCWD /f O_RDWR").reason,
+            "unknown flag name O_RDWR"
+        );
+        assert!(err("open f /f O_RDWR||O_CREAT 0644")
+            .reason
+            .contains("empty"));
+        assert!(err("open f /f \"O_RDWR\"").reason.contains("quoted"));
+    }
+
+    #[test]
+    fn open_takes_mode_only_with_creat_or_tmpfile() {
+        assert!(err("open f /f O_RDWR|O_CREAT")
+            .reason
+            .contains("wrong number of arguments"));
+        assert!(err("open f /f O_RDONLY 0644")
+            .reason
+            .contains("wrong number of arguments"));
+        assert_eq!(
+            op("openat f d x O_RDONLY"),
+            Op::Openat {
+                handle: "f".into(),
+                dir: Dir::Handle("d".into()),
+                path: b"x".to_vec(),
+                flags: 0,
+                mode: 0
+            }
+        );
+    }
+
+    #[test]
+    fn arity_handles_and_nul_bytes() {
+        assert_eq!(err("frobnicate /x").reason, "unknown operation frobnicate");
+        assert!(err("mkdir /d")
+            .reason
+            .starts_with("wrong number of arguments for mkdir"));
+        assert!(err("mknod /p S_IFIFO|0600 1")
+            .reason
+            .starts_with("wrong number of arguments"));
+        assert!(err("getcwd now")
+            .reason
+            .starts_with("wrong number of arguments"));
+        assert!(err("read F 1").reason.starts_with("bad handle name"));
+        assert!(err("read 1f 1").reason.starts_with("bad handle name"));
+        assert!(err("mkdirat AT_FDCWDX d 0755")
+            .reason
+            .starts_with("bad directory"));
+        assert_eq!(err("mkdir \"/a\\0b\" 0755").reason, "NUL byte in a path");
+        assert_eq!(
+            err("setxattr /f \"user.\\0\" v 0").reason,
+            "NUL byte in an xattr name"
+        );
+        assert_eq!(
+            err("mount none /m tmpfs 0 \"a\\0\"").reason,
+            "NUL byte in mount data"
+        );
+        // A NUL byte in data is fine.
+        assert_eq!(
+            op("setxattr /f user.a \"a\\0b\" 0"),
+            Op::Setxattr {
+                path: b"/f".to_vec(),
+                name: b"user.a".to_vec(),
+                value: b"a\0b".to_vec(),
+                flags: 0,
+                follow: true
+            }
+        );
+        assert_eq!(
+            op("as 1000 1000 100,200"),
+            Op::As {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![100, 200]
+            }
+        );
+        assert!(err("as 1 1 100,").reason.contains("group list"));
+        assert_eq!(
+            op("chown /f -1 100"),
+            Op::Fchownat {
+                path: b"/f".to_vec(),
+                uid: u32::MAX,
+                gid: 100,
+                flags: 0
+            }
+        );
+        // The error names the first bad line, counting every line.
+        assert_eq!(err("mkdir /a 0755\n\n# x\nbogus\nalso bogus").line, 4);
+    }
+
+    /// A small deterministic generator: the parser must give a result (never
+    /// panic) for any bytes, and for lines built from the language's tokens.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn never_panics_on_random_input() {
+        const PIECES: &[&str] = &[
+            "open",
+            "openat2",
+            "mknod",
+            "as",
+            "mount",
+            "lseek",
+            "write",
+            "f",
+            "AT_FDCWD",
+            "\"",
+            "\\",
+            "\\x",
+            "\\x4",
+            "\"a\\0\"",
+            "0",
+            "0x",
+            "-",
+            "-1",
+            "0755",
+            "08",
+            "|",
+            "O_RDWR|",
+            "S_IFCHR|",
+            "O_CREAT",
+            "#",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\u{e9}",
+            "\x00",
+            "99999999999999999999",
+            "RESOLVE_BENEATH",
+            ",",
+            "1,2",
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let mut src = Vec::new();
+            let n = rng.below(12);
+            for _ in 0..n {
+                if rng.below(3) == 0 {
+                    src.push(rng.next() as u8);
+                } else {
+                    src.extend_from_slice(PIECES[rng.below(PIECES.len())].as_bytes());
+                    if rng.below(2) == 0 {
+                        src.push(b' ');
+                    }
+                }
+            }
+            match parse_script(&src) {
+                Ok(s) => assert!(s.lines.iter().all(|l| !l.text.is_empty())),
+                Err(e) => assert!(e.line >= 1 && !e.reason.is_empty()),
+            }
+        }
+    }
+}

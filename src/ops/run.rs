@@ -408,3 +408,273 @@ impl Runner<'_> {
 fn bounded(count: u64) -> usize {
     usize::try_from(count).unwrap_or(usize::MAX).min(MAX_READ)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backend::Dirent;
+    use tessera_vfs::abi::{DirentType, Statx};
+    use tessera_vfs::Result;
+
+    /// A backend that opens anything but `/missing`, hands out descriptors
+    /// from 3 up, and records the calls the handle logic makes.
+    #[derive(Default)]
+    struct Fake {
+        next_fd: i32,
+        open: Vec<i32>,
+        log: Vec<String>,
+    }
+
+    impl Fake {
+        fn open_fd(&mut self, path: &[u8]) -> Result<i32> {
+            if path == b"/missing" {
+                return Err(Errno::ENOENT);
+            }
+            let fd = 3 + self.next_fd;
+            self.next_fd += 1;
+            self.open.push(fd);
+            self.log.push(format!("open {fd}"));
+            Ok(fd)
+        }
+        fn known(&self, fd: i32) -> Result<()> {
+            if self.open.contains(&fd) {
+                Ok(())
+            } else {
+                Err(Errno::EBADF)
+            }
+        }
+    }
+
+    impl Backend for Fake {
+        fn mkdirat(&mut self, _: i32, _: &[u8], _: u32) -> Result<()> {
+            Ok(())
+        }
+        fn mknodat(&mut self, _: i32, _: &[u8], _: u32, _: u32, _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn symlinkat(&mut self, _: &[u8], _: i32, _: &[u8]) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn linkat(&mut self, _: i32, _: &[u8], _: i32, _: &[u8], _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn unlinkat(&mut self, _: i32, _: &[u8], _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn renameat2(&mut self, _: i32, _: &[u8], _: i32, _: &[u8], _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn readlinkat(&mut self, _: i32, _: &[u8]) -> Result<Vec<u8>> {
+            Ok(b"t\"\\\x01".to_vec())
+        }
+        fn fstatat(&mut self, _: i32, _: &[u8], _: u32) -> Result<Statx> {
+            Ok(Statx {
+                mode: 0o100600,
+                nlink: 1,
+                size: 3,
+                ..Statx::default()
+            })
+        }
+        fn fstat(&mut self, fd: i32) -> Result<Statx> {
+            self.known(fd)?;
+            Ok(Statx {
+                mode: 0o040755,
+                nlink: 2,
+                ..Statx::default()
+            })
+        }
+        fn faccessat2(&mut self, _: i32, _: &[u8], _: u32, _: u32) -> Result<()> {
+            Err(Errno::EACCES)
+        }
+        fn fchmodat(&mut self, _: i32, _: &[u8], _: u32, _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn fchmod(&mut self, _: i32, _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn fchownat(&mut self, _: i32, _: &[u8], _: u32, _: u32, _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn fchown(&mut self, _: i32, _: u32, _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn truncate(&mut self, _: &[u8], _: i64) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn ftruncate(&mut self, _: i32, _: i64) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn openat(&mut self, _: i32, path: &[u8], _: u32, _: u32) -> Result<i32> {
+            self.open_fd(path)
+        }
+        fn openat2(&mut self, _: i32, path: &[u8], _: u64, _: u64, _: u64) -> Result<i32> {
+            self.open_fd(path)
+        }
+        fn close(&mut self, fd: i32) -> Result<()> {
+            self.known(fd)?;
+            self.open.retain(|&f| f != fd);
+            self.log.push(format!("close {fd}"));
+            Ok(())
+        }
+        fn dup(&mut self, fd: i32) -> Result<i32> {
+            self.known(fd)?;
+            self.open_fd(b"dup")
+        }
+        fn read(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize> {
+            self.known(fd)?;
+            let n = buf.len().min(2);
+            buf[..n].fill(0xff);
+            Ok(n)
+        }
+        fn pread(&mut self, _: i32, buf: &mut [u8], _: i64) -> Result<usize> {
+            Ok(buf.len())
+        }
+        fn write(&mut self, fd: i32, data: &[u8]) -> Result<usize> {
+            self.known(fd)?;
+            Ok(data.len())
+        }
+        fn pwrite(&mut self, _: i32, _: &[u8], _: i64) -> Result<usize> {
+            Err(Errno::ENOSYS)
+        }
+        fn lseek(&mut self, _: i32, offset: i64, _: i32) -> Result<i64> {
+            Ok(offset)
+        }
+        fn fsync(&mut self, _: i32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn getdents(&mut self, fd: i32) -> Result<Vec<Dirent>> {
+            self.known(fd)?;
+            Ok(vec![
+                (b"..".to_vec(), DirentType::Dir),
+                (b"b".to_vec(), DirentType::Reg),
+                (b"a b".to_vec(), DirentType::Dir),
+            ])
+        }
+        fn chdir(&mut self, _: &[u8]) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn fchdir(&mut self, _: i32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn chroot(&mut self, _: &[u8]) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn getcwd(&mut self) -> Result<Vec<u8>> {
+            Ok(b"(unreachable)/x".to_vec())
+        }
+        fn umask(&mut self, _: u32) -> Result<u32> {
+            Ok(0o22)
+        }
+        fn set_creds(&mut self, _: u32, _: u32, _: &[u32]) -> Result<()> {
+            Ok(())
+        }
+        fn setxattr(&mut self, _: &[u8], _: &[u8], _: &[u8], _: u32, _: bool) -> Result<()> {
+            Err(Errno::ENOTSUP)
+        }
+        fn getxattr(&mut self, _: &[u8], _: &[u8], _: bool) -> Result<Vec<u8>> {
+            Err(Errno::ENODATA)
+        }
+        fn listxattr(&mut self, _: &[u8], _: bool) -> Result<Vec<Vec<u8>>> {
+            Ok(vec![b"user.z".to_vec(), b"user.a b".to_vec()])
+        }
+        fn removexattr(&mut self, _: &[u8], _: &[u8], _: bool) -> Result<()> {
+            Err(Errno::EAGAIN)
+        }
+        fn mount(&mut self, _: &[u8], _: &[u8], _: &[u8], _: u64, _: &[u8]) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn umount2(&mut self, _: &[u8], _: u32) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn pivot_root(&mut self, _: &[u8], _: &[u8]) -> Result<()> {
+            Err(Errno::ENOSYS)
+        }
+        fn mountinfo(&mut self) -> Result<Vec<u8>> {
+            Ok(b"1 0 0:1 / / rw - tmpfs none rw\n2 1 0:2 / /a ro,nodev - tmpfs none ro\n".to_vec())
+        }
+    }
+
+    fn run_fake(src: &str) -> (Outcome, Fake) {
+        let mut fake = Fake::default();
+        let out = run_source(src.as_bytes(), &mut fake);
+        (out, fake)
+    }
+
+    #[test]
+    fn script_error_b_runs_the_lines_before_it() {
+        let (out, _) = run_fake(
+            "# c\nopen f /f O_RDWR|O_CREAT 0644\nclose f\nwrite f \"x\"\nmkdir /never 0755\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "open f /f O_RDWR|O_CREAT 0644 => OK\nclose f => OK\n"
+        );
+        assert_eq!(
+            out.error.map(|e| e.to_string()).as_deref(),
+            Some("error: line 4: unknown handle f")
+        );
+    }
+
+    #[test]
+    fn script_error_a_runs_nothing() {
+        let (out, fake) = run_fake("open f /f O_RDWR|O_CREATE 0644\nmkdir /never 0755\n");
+        assert!(out.stdout.is_empty());
+        assert_eq!(out.exit_code(), 2);
+        assert!(fake.log.is_empty());
+    }
+
+    #[test]
+    fn a_failed_open_keeps_the_binding_and_a_rebind_closes_the_old_fd() {
+        let (out, fake) =
+            run_fake("open f /a O_RDONLY\nopen f /missing O_RDONLY\nread f 5\nopen f /b O_RDONLY\nwrite f x\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "open f /a O_RDONLY => OK\nopen f /missing O_RDONLY => ERR ENOENT\nread f 5 => OK \"\\xff\\xff\"\n\
+             open f /b O_RDONLY => OK\nwrite f x => OK 1\n"
+        );
+        assert_eq!(fake.log, ["open 3", "open 4", "close 3"]);
+        assert_eq!(fake.open, [4]);
+        assert!(out.error.is_none());
+    }
+
+    #[test]
+    fn dup_binds_a_new_handle_and_unknown_dirs_are_script_errors() {
+        let (out, fake) =
+            run_fake("open d /d O_RDONLY\ndup d e\nclose d\nfstat e\nmkdirat d x 0755\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "open d /d O_RDONLY => OK\ndup d e => OK\nclose d => OK\nfstat e => OK type=dir mode=0755 nlink=2 uid=0 gid=0\n"
+        );
+        assert_eq!(
+            out.error.map(|e| (e.line, e.reason)),
+            Some((5, "unknown handle d".to_string()))
+        );
+        assert_eq!(fake.open, [4]);
+    }
+
+    #[test]
+    fn values_are_formatted_as_the_spec_says() {
+        let (out, fake) = run_fake(
+            "ls /d\nreadlink /l\ngetcwd\numask 0\nlistxattr /f\nremovexattr /f user.x\nsetxattr /f a b 0\n\
+             mounts\nstat /f\naccess /f R_OK\nlseek f 1 SEEK_SET\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ls /d => OK \"a b\":dir b:reg\nreadlink /l => OK \"t\\\"\\\\\\x01\"\ngetcwd => OK \"(unreachable)/x\"\n\
+             umask 0 => OK 0022\nlistxattr /f => OK \"user.a b\" user.z\nremovexattr /f user.x => ERR EAGAIN\n\
+             setxattr /f a b 0 => ERR EOPNOTSUPP\nmounts => OK /:tmpfs:rw /a:tmpfs:ro,nodev\n\
+             stat /f => OK type=reg mode=0600 nlink=1 uid=0 gid=0 size=3\naccess /f R_OK => ERR EACCES\n"
+        );
+        // ls closes what it opened.
+        assert!(fake.open.is_empty());
+        assert_eq!(out.error.map(|e| e.line), Some(11));
+    }
+
+    #[test]
+    fn huge_reads_are_bounded() {
+        let (out, _) = run_fake("open f /f O_RDONLY\npread f 99999999999999 0\n");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap_or_default();
+        assert_eq!(last.matches("\\x00").count(), MAX_READ);
+    }
+}
