@@ -2,7 +2,7 @@
 //!
 //! The steps are those containerd's Windows mount code takes, written against
 //! the small [`WindowsHost`] trait so that they compile and are tested on every
-//! platform: [`sys::SystemHost`] (Windows only) makes the real calls and
+//! platform: `sys::SystemHost` (compiled on Windows only) makes the real calls and
 //! [`sim::SimHost`] is an in-memory model of the host with failure injection.
 //!
 //! * `bind` replaces the empty target directory with a directory symbolic

@@ -15,7 +15,7 @@
 //! exactly as it was.
 //!
 //! Simplifications: paths compare case-sensitively after
-//! [`clean_path`](super::clean_path); a stream opened through a volume mount
+//! [`clean_path`](super::clean_path()); a stream opened through a volume mount
 //! point lives on the mounted volume's root (as on Windows, where opening the
 //! path follows the mount point), and a volume, with its streams, exists only
 //! while its layer is prepared.
