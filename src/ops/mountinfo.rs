@@ -14,6 +14,11 @@ use super::format::name_into;
 /// One mount as the `mounts` operation reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount id (first field).
+    pub id: u64,
+    /// The parent mount's id (second field): for a mount stacked on another
+    /// at the same path, the one below it.
+    pub parent: u64,
     /// The mount point, relative to the process root, escapes decoded.
     pub path: Vec<u8>,
     /// The filesystem type (after the ` - ` separator).
@@ -95,7 +100,17 @@ pub fn parse(text: &[u8]) -> Vec<MountEntry> {
         let Some(fstype) = fields.get(sep + 1) else {
             continue;
         };
+        let number = |f: &[u8]| {
+            std::str::from_utf8(f)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        };
+        let (Some(id), Some(parent)) = (number(fields[0]), number(fields[1])) else {
+            continue;
+        };
         let mut e = MountEntry {
+            id,
+            parent,
             path: unescape(fields[4]),
             fstype: unescape(fstype),
             read_only: false,
@@ -117,21 +132,47 @@ pub fn parse(text: &[u8]) -> Vec<MountEntry> {
     entries
 }
 
-/// The `mounts` value: the entries sorted by path (a stable sort, so mounts
-/// stacked on one path stay in mountinfo order, bottom first), each
-/// ` PATH:FSTYPE:OPTS` with PATH printed as a NAME.
-pub fn format(mut entries: Vec<MountEntry>) -> Vec<u8> {
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+/// The `mounts` value: the entries sorted by path, each ` PATH:FSTYPE:OPTS`
+/// with PATH printed as a NAME. Mounts stacked on one path are listed from
+/// the bottom up: a mount whose parent is another mount on the same path
+/// comes after that one. Mountinfo order is usually that order already (it
+/// follows mount ids), but not after a `MS_MOVE` of an older mount on top of
+/// a newer one; entries the parent chain does not order keep mountinfo order.
+pub fn format(entries: Vec<MountEntry>) -> Vec<u8> {
+    let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<MountEntry>> =
+        std::collections::BTreeMap::new();
+    for e in entries {
+        groups.entry(e.path.clone()).or_default().push(e);
+    }
     let mut out = Vec::new();
-    for e in &entries {
-        out.push(b' ');
-        name_into(&mut out, &e.path);
-        out.push(b':');
-        out.extend_from_slice(&e.fstype);
-        out.push(b':');
-        out.extend_from_slice(e.opts().as_bytes());
+    for (_, group) in groups {
+        for e in bottom_up(group) {
+            out.push(b' ');
+            name_into(&mut out, &e.path);
+            out.push(b':');
+            out.extend_from_slice(&e.fstype);
+            out.push(b':');
+            out.extend_from_slice(e.opts().as_bytes());
+        }
     }
     out
+}
+
+/// Orders mounts on one path so that each comes after the mount it is
+/// stacked on.
+fn bottom_up(mut group: Vec<MountEntry>) -> Vec<MountEntry> {
+    let mut ordered: Vec<MountEntry> = Vec::with_capacity(group.len());
+    while !group.is_empty() {
+        // The next one: the first (in mountinfo order) whose parent is not
+        // still waiting in the group. A cycle (malformed text) would leave
+        // none; then take the first, so the loop always ends.
+        let pos = group
+            .iter()
+            .position(|e| e.parent == e.id || !group.iter().any(|o| o.id == e.parent))
+            .unwrap_or(0);
+        ordered.push(group.remove(pos));
+    }
+    ordered
 }
 
 #[cfg(test)]
@@ -154,6 +195,22 @@ garbage line
             String::from_utf8_lossy(&out),
             " /:tmpfs:rw /b:tmpfs:rw,nosuid,nodev,noexec /m:tmpfs:rw,nosuid,nodev,noexec /m:tmpfs:ro \
              \"/with space\\\\x\":tmpfs:rw"
+        );
+    }
+
+    #[test]
+    fn stacked_mounts_follow_the_parent_chain() {
+        // 7 is on /m first; 5 was moved on top of it later (its id is older).
+        let text = b"1 1 0:1 / / rw - tmpfs none rw\n5 7 0:5 / /m ro - tmpfs none ro\n7 1 0:7 / /m rw - tmpfs none rw\n";
+        assert_eq!(
+            String::from_utf8_lossy(&format(parse(text))),
+            " /:tmpfs:rw /m:tmpfs:rw /m:tmpfs:ro"
+        );
+        // A malformed cycle still ends, in mountinfo order.
+        let text = b"5 7 0:5 / /m ro - tmpfs none ro\n7 5 0:7 / /m rw - tmpfs none rw\n";
+        assert_eq!(
+            String::from_utf8_lossy(&format(parse(text))),
+            " /m:tmpfs:ro /m:tmpfs:rw"
         );
     }
 
