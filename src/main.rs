@@ -357,3 +357,41 @@ fn diff_report(script: &Script, path: &Path, linux: &Outcome, tessera: &Outcome)
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_report_names_script_lines() {
+        let script = ops::parse_script(b"# c\nmkdir /a 0755\nstat /a\n").expect("parses");
+        let linux = Outcome {
+            stdout: b"mkdir /a 0755 => OK\nstat /a => OK x\n".to_vec(),
+            error: None,
+        };
+        let same = diff_report(&script, Path::new("s.ops"), &linux, &linux.clone());
+        assert!(same.is_empty());
+        let theirs = Outcome {
+            stdout: b"mkdir /a 0755 => OK\nstat /a => ERR ENOENT\n".to_vec(),
+            error: None,
+        };
+        let report = String::from_utf8(diff_report(&script, Path::new("s.ops"), &linux, &theirs))
+            .expect("text");
+        assert_eq!(
+            report,
+            "s.ops:3: linux:   stat /a => OK x\ns.ops:3: tessera: stat /a => ERR ENOENT\n"
+        );
+    }
+
+    #[test]
+    fn out_files_sit_beside_their_scripts() {
+        assert_eq!(
+            out_path(Path::new("t/01-a.ops")),
+            PathBuf::from("t/01-a.out")
+        );
+        assert_eq!(
+            out_path(Path::new("t/script")),
+            PathBuf::from("t/script.out")
+        );
+    }
+}
