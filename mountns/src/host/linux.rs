@@ -252,6 +252,7 @@ fn filesystem(m: &Mount, target: &Path, opts: &ParsedOptions) -> Result<(), Moun
             },
         ));
     }
+    check_data_len(&opts.data).map_err(|c| MountError::new(Op::ParseOptions, target, c))?;
     let source = if m.source.is_empty() {
         m.kind.as_str()
     } else {
@@ -276,6 +277,25 @@ fn filesystem(m: &Mount, target: &Path, opts: &ParsedOptions) -> Result<(), Moun
     };
     rustix::mount::mount(source, target, m.kind.as_str(), opts.flags, data)
         .map_err(|e| MountError::new(Op::MountSyscall, target, errno(e)))
+}
+
+/// The most bytes of filesystem data mount(2) reads (one page on every
+/// Linux architecture with 4 KiB pages, including the NUL).
+pub const MAX_DATA_LEN: usize = 4095;
+
+/// mount(2) silently cuts its data at a page, which would turn a long
+/// `lowerdir=` list into a different, shorter stack; refuse instead.
+fn check_data_len(data: &str) -> Result<(), Cause> {
+    if data.len() > MAX_DATA_LEN {
+        return Err(Cause::InvalidOption {
+            option: format!("{}...", data.chars().take(64).collect::<String>()),
+            reason: format!(
+                "the options are {} bytes; mount(2) reads at most {MAX_DATA_LEN}",
+                data.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn sys_flags(flags: UnmountFlags) -> rustix::mount::UnmountFlags {
@@ -442,6 +462,13 @@ mod tests {
         assert!(parse_options(&opts(&["a\0b"])).is_err());
         // A word that merely starts with r is data, not propagation.
         assert_eq!(parse_options(&opts(&["rxyz"])).unwrap().data, "rxyz");
+    }
+
+    #[test]
+    fn data_longer_than_a_page_is_refused() {
+        assert!(check_data_len(&"x".repeat(MAX_DATA_LEN)).is_ok());
+        let e = check_data_len(&"x".repeat(MAX_DATA_LEN + 1)).unwrap_err();
+        assert!(e.to_string().contains("4096 bytes"), "{e}");
     }
 
     #[test]
