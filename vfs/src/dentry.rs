@@ -1,0 +1,362 @@
+//! Dentries: the named tree of a filesystem instance, shared by every mount
+//! of it.
+//!
+//! # Reference rules
+//!
+//! A dentry holds its inode and, through `link`, its parent. A directory's
+//! dentry holds its children in `children`, so a child is reachable from its
+//! parent for as long as it has a name. Unlinking a name removes the child
+//! from its parent; the child lives on while open files, working directories
+//! or mounts hold it. The cycle parent ⇄ child in a live tree is broken when
+//! the filesystem instance is dropped (see [`Filesystem`]'s `Drop`).
+//!
+//! For a non-authoritative filesystem the children map is a cache: an entry
+//! that only the map holds is unreferenced and [`Dentry::prune_unused`] frees it.
+//!
+//! # Locking
+//!
+//! `DirState::op` (like Linux's `i_rwsem`) serialises changes to one
+//! directory's names and is held across the filesystem call that makes the
+//! change. `children` and `link` are held only for a map operation and never
+//! across a call out. Order: `Filesystem::rename_lock` → `op` of the two
+//! directories (by address) → `children` → `link`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::abi::*;
+use crate::fstype::FsTypeOptions;
+use crate::inode::{Coherence, FilesystemOps, Inode};
+
+/// A name of one path component.
+pub type Name = Box<[u8]>;
+
+/// FxHash: names are short and not attacker-chosen in a way that matters for
+/// a per-directory map, so a fast non-keyed hash beats SipHash here.
+#[derive(Default, Clone, Copy)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type NameMap<V> = HashMap<Name, V, BuildHasherDefault<NameHasher>>;
+
+/// Where a dentry hangs in its tree.
+pub(crate) struct Link {
+    pub(crate) parent: Option<Arc<Dentry>>,
+    pub(crate) name: Name,
+    /// Position in the parent's directory order (directory offsets).
+    pub(crate) pos: u64,
+}
+
+/// The children of a directory.
+#[derive(Default)]
+pub(crate) struct Children {
+    pub(crate) by_name: NameMap<Arc<Dentry>>,
+    /// Insertion order: `getdents` offsets are these positions, so they stay
+    /// valid while other entries come and go.
+    pub(crate) order: BTreeMap<u64, Arc<Dentry>>,
+    pub(crate) next_pos: u64,
+}
+
+/// Per-directory state.
+pub(crate) struct DirState {
+    pub(crate) op: Mutex<()>,
+    pub(crate) children: RwLock<Children>,
+}
+
+/// A named reference to an inode within one filesystem instance.
+pub struct Dentry {
+    inode: Arc<dyn Inode>,
+    ftype: FileType,
+    pub(crate) link: RwLock<Link>,
+    pub(crate) dir: Option<Box<DirState>>,
+    /// How many mounts use this dentry as their mount point: the walker's
+    /// lock-free "is anything mounted here" test.
+    pub(crate) mounts: AtomicU32,
+    state: AtomicU8,
+}
+
+const DEAD: u8 = 1;
+/// An `O_TMPFILE` file opened without `O_EXCL`: it may get a name with `linkat`.
+const LINKABLE: u8 = 2;
+
+/// The first position handed out in a directory: 0, 1 and 2 are `.`, `..` and the start.
+const FIRST_POS: u64 = 3;
+
+impl Dentry {
+    pub(crate) fn new(inode: Arc<dyn Inode>, parent: Option<Arc<Dentry>>, name: Name) -> Arc<Dentry> {
+        let ftype = inode.file_type();
+        let dir = (ftype == FileType::Directory).then(|| {
+            Box::new(DirState {
+                op: Mutex::new(()),
+                children: RwLock::new(Children { next_pos: FIRST_POS, ..Default::default() }),
+            })
+        });
+        Arc::new(Dentry {
+            inode,
+            ftype,
+            link: RwLock::new(Link { parent, name, pos: 0 }),
+            dir,
+            mounts: AtomicU32::new(0),
+            state: AtomicU8::new(0),
+        })
+    }
+
+    /// The inode.
+    #[inline]
+    pub fn inode(&self) -> &Arc<dyn Inode> {
+        &self.inode
+    }
+
+    /// The file type.
+    #[inline]
+    pub fn file_type(&self) -> FileType {
+        self.ftype
+    }
+
+    /// Whether this is a directory.
+    #[inline]
+    pub fn is_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// The parent, or `None` at the root of the filesystem.
+    pub fn parent(&self) -> Option<Arc<Dentry>> {
+        self.link.read().parent.clone()
+    }
+
+    /// The current name.
+    pub fn name(&self) -> Name {
+        self.link.read().name.clone()
+    }
+
+    /// Whether the dentry was unlinked or removed.
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DEAD != 0
+    }
+
+    pub(crate) fn set_dead(&self) {
+        self.state.fetch_or(DEAD, Ordering::AcqRel);
+    }
+
+    /// Whether an unlinked file may be linked again (`O_TMPFILE` without `O_EXCL`).
+    pub fn is_linkable(&self) -> bool {
+        self.state.load(Ordering::Acquire) & LINKABLE != 0
+    }
+
+    pub(crate) fn set_linkable(&self) {
+        self.state.fetch_or(LINKABLE, Ordering::AcqRel);
+    }
+
+    /// Whether something is mounted here.
+    #[inline]
+    pub fn is_mountpoint(&self) -> bool {
+        self.mounts.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn dir(&self) -> Result<&DirState> {
+        self.dir.as_deref().ok_or(Errno::ENOTDIR)
+    }
+
+    /// The cached child called `name`.
+    #[inline]
+    pub(crate) fn cached_child(&self, name: &[u8]) -> Option<Arc<Dentry>> {
+        self.dir.as_ref()?.children.read().by_name.get(name).cloned()
+    }
+
+    /// Inserts a child under `name` (the caller holds `op`). Returns it.
+    pub(crate) fn insert_child(self: &Arc<Self>, name: &[u8], inode: Arc<dyn Inode>) -> Result<Arc<Dentry>> {
+        let dir = self.dir()?;
+        let child = Dentry::new(inode, Some(self.clone()), name.into());
+        attach(dir, &child, name);
+        Ok(child)
+    }
+
+    /// Removes the child `name` from the map and returns it (the caller holds `op`).
+    pub(crate) fn remove_child(&self, name: &[u8]) -> Option<Arc<Dentry>> {
+        let dir = self.dir.as_ref()?;
+        let mut ch = dir.children.write();
+        let d = ch.by_name.remove(name)?;
+        let pos = d.link.read().pos;
+        ch.order.remove(&pos);
+        Some(d)
+    }
+
+    /// Whether the directory has no cached children (authoritative: is empty).
+    pub(crate) fn has_no_children(&self) -> bool {
+        self.dir.as_ref().is_none_or(|d| d.children.read().by_name.is_empty())
+    }
+
+    /// Entries at positions ≥ `pos`, with the position after each.
+    pub(crate) fn children_from(&self, pos: u64, max: usize) -> Vec<(Name, FileType, u64, u64)> {
+        let Some(dir) = self.dir.as_ref() else { return Vec::new() };
+        let ch = dir.children.read();
+        ch.order
+            .range(pos.max(FIRST_POS)..)
+            .take(max)
+            .map(|(&p, d)| (d.link.read().name.clone(), d.ftype, d.inode.stat().ino, p + 1))
+            .collect()
+    }
+
+    /// Number of cached children.
+    pub fn cached_children(&self) -> usize {
+        self.dir.as_ref().map_or(0, |d| d.children.read().by_name.len())
+    }
+
+    /// Drops cached children that nothing but this directory references, in
+    /// a directory of a non-authoritative filesystem. Returns how many were freed.
+    pub fn prune_unused(&self) -> usize {
+        let Some(dir) = self.dir.as_ref() else { return 0 };
+        if self.inode.coherence() == Coherence::Authoritative {
+            return 0;
+        }
+        let mut ch = dir.children.write();
+        // Held by by_name and order: two references means nobody else has it.
+        let victims: Vec<Name> = ch
+            .by_name
+            .iter()
+            .filter(|(_, d)| Arc::strong_count(d) == 2 && d.cached_children() == 0 && !d.is_mountpoint())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &victims {
+            if let Some(d) = ch.by_name.remove(n) {
+                let pos = d.link.read().pos;
+                ch.order.remove(&pos);
+            }
+        }
+        victims.len()
+    }
+
+    /// Whether `self` is `anc` or below it, following parents.
+    pub fn is_descendant_of(self: &Arc<Self>, anc: &Arc<Dentry>) -> bool {
+        let mut cur = self.clone();
+        loop {
+            if Arc::ptr_eq(&cur, anc) {
+                return true;
+            }
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// Puts `child` into `dir` under `name` at a new position.
+pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8]) {
+    let mut ch = dir.children.write();
+    let pos = ch.next_pos;
+    ch.next_pos += 1;
+    {
+        let mut l = child.link.write();
+        l.pos = pos;
+        l.name = name.into();
+    }
+    ch.order.insert(pos, child.clone());
+    ch.by_name.insert(name.into(), child.clone());
+}
+
+static NEXT_FS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A filesystem instance (a superblock): its operations and its dentry tree.
+pub struct Filesystem {
+    id: u64,
+    fstype: String,
+    type_opts: FsTypeOptions,
+    dev: DevId,
+    ops: Arc<dyn FilesystemOps>,
+    root: Arc<Dentry>,
+    /// Serialises renames across directories, so that the ancestry check
+    /// and the move are atomic (Linux's `s_vfs_rename_mutex`).
+    pub(crate) rename_lock: Mutex<()>,
+}
+
+impl Filesystem {
+    /// Wraps a filesystem's operations and root inode.
+    pub fn new(fstype: &str, type_opts: FsTypeOptions, dev: DevId, ops: Arc<dyn FilesystemOps>, root: Arc<dyn Inode>) -> Arc<Filesystem> {
+        let root = Dentry::new(root, None, Box::default());
+        Arc::new(Filesystem {
+            id: NEXT_FS_ID.fetch_add(1, Ordering::Relaxed),
+            fstype: fstype.to_string(),
+            type_opts,
+            dev,
+            ops,
+            root,
+            rename_lock: Mutex::new(()),
+        })
+    }
+
+    /// A unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The type name.
+    pub fn fstype(&self) -> &str {
+        &self.fstype
+    }
+
+    /// The type's options.
+    pub fn type_options(&self) -> FsTypeOptions {
+        self.type_opts
+    }
+
+    /// The device number of the instance (anonymous for memory filesystems).
+    pub fn dev(&self) -> DevId {
+        self.dev
+    }
+
+    /// The operations.
+    pub fn ops(&self) -> &Arc<dyn FilesystemOps> {
+        &self.ops
+    }
+
+    /// The root dentry.
+    pub fn root(&self) -> &Arc<Dentry> {
+        &self.root
+    }
+}
+
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        // Break the parent ⇄ child cycles of the tree, iteratively so a deep
+        // tree cannot overflow the stack. Nothing else can reach the tree
+        // now, so these locks are uncontended.
+        let mut stack = vec![self.root.clone()];
+        while let Some(d) = stack.pop() {
+            if let Some(dir) = d.dir.as_ref() {
+                let ch = std::mem::take(&mut *dir.children.write());
+                stack.extend(ch.by_name.into_values());
+            }
+        }
+    }
+}

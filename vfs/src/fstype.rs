@@ -1,0 +1,257 @@
+//! Filesystem types registered by name, and the mount-data parser every
+//! filesystem shares.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::abi::*;
+use crate::cred::Credentials;
+use crate::inode::{FilesystemOps, Inode};
+use crate::Vfs;
+
+/// What a filesystem type allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsTypeOptions {
+    /// `mount(2)` from a sandboxed process may create it.
+    pub allow_user_mount: bool,
+    /// It is listed in `/proc/filesystems`.
+    pub allow_user_list: bool,
+    /// It needs no block device (`nodev` in `/proc/filesystems`).
+    pub nodev: bool,
+}
+
+/// What a filesystem type is asked to build.
+pub struct MountRequest<'a> {
+    /// The VFS, for the clock and the device numbers.
+    pub vfs: &'a Arc<Vfs>,
+    /// Who mounts.
+    pub cred: &'a Credentials,
+    /// The source argument of `mount(2)`.
+    pub source: &'a [u8],
+    /// The mount flags.
+    pub flags: MountFlags,
+    /// The parsed data argument.
+    pub data: &'a MountData,
+}
+
+/// A new filesystem instance: its operations and its root inode.
+pub struct NewFilesystem {
+    /// The superblock operations.
+    pub ops: Arc<dyn FilesystemOps>,
+    /// The root directory.
+    pub root: Arc<dyn Inode>,
+}
+
+/// A filesystem type (`struct file_system_type`).
+pub trait FilesystemType: Send + Sync + 'static {
+    /// The name `mount(2)` uses (`tmpfs`).
+    fn name(&self) -> &str;
+
+    /// What the type allows.
+    fn options(&self) -> FsTypeOptions;
+
+    /// Builds a new instance. Unknown options must fail with `EINVAL`:
+    /// use [`MountData::finish`].
+    fn mount(&self, req: &MountRequest<'_>) -> Result<NewFilesystem>;
+}
+
+/// The registry of filesystem types.
+#[derive(Default)]
+pub struct FsTypeRegistry {
+    types: RwLock<HashMap<String, Arc<dyn FilesystemType>>>,
+    order: RwLock<Vec<String>>,
+}
+
+impl FsTypeRegistry {
+    /// Registers a type; a second type with the same name is refused (`EBUSY`, as `register_filesystem`).
+    pub fn register(&self, t: Arc<dyn FilesystemType>) -> Result<()> {
+        let name = t.name().to_string();
+        let mut types = self.types.write();
+        if types.contains_key(&name) {
+            return Err(Errno::EBUSY);
+        }
+        types.insert(name.clone(), t);
+        self.order.write().push(name);
+        Ok(())
+    }
+
+    /// Finds a type by name. A name with a `.` is looked up by its prefix
+    /// (`fuse.sshfs` → `fuse`). Unknown → `ENODEV`.
+    pub fn get(&self, name: &str) -> Result<Arc<dyn FilesystemType>> {
+        let types = self.types.read();
+        if let Some(t) = types.get(name) {
+            return Ok(t.clone());
+        }
+        if let Some((prefix, _)) = name.split_once('.') {
+            if let Some(t) = types.get(prefix) {
+                return Ok(t.clone());
+            }
+        }
+        Err(Errno::ENODEV)
+    }
+
+    /// The text of `/proc/filesystems`: one line per listed type,
+    /// `nodev\t<name>` or `\t<name>`, in registration order.
+    pub fn proc_filesystems(&self) -> String {
+        let types = self.types.read();
+        let mut out = String::new();
+        for name in self.order.read().iter() {
+            if let Some(t) = types.get(name) {
+                let o = t.options();
+                if o.allow_user_list {
+                    out.push_str(if o.nodev { "nodev" } else { "" });
+                    out.push('\t');
+                    out.push_str(name);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The data argument of `mount(2)`, parsed into `key[=value]` options.
+/// Filesystems take the options they know; [`MountData::finish`] fails with
+/// `EINVAL` if any are left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountData {
+    opts: Vec<(String, Option<String>)>,
+}
+
+impl MountData {
+    /// Parses comma-separated options. Empty items are skipped; a NUL or a
+    /// non-UTF-8 byte is `EINVAL`.
+    pub fn parse(data: &[u8]) -> Result<MountData> {
+        let text = std::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+        if text.contains('\0') {
+            return Err(Errno::EINVAL);
+        }
+        let mut opts = Vec::new();
+        for item in text.split(',') {
+            if item.is_empty() {
+                continue;
+            }
+            match item.split_once('=') {
+                Some((k, v)) => opts.push((k.to_string(), Some(v.to_string()))),
+                None => opts.push((item.to_string(), None)),
+            }
+        }
+        Ok(MountData { opts })
+    }
+
+    /// Removes and returns the last value given for `key` (later options win).
+    /// `Some(None)` means the key was given without a value.
+    pub fn take(&mut self, key: &str) -> Option<Option<String>> {
+        let mut found = None;
+        self.opts.retain(|(k, v)| {
+            if k == key {
+                found = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        found
+    }
+
+    /// Removes `key` and returns its value, which must be present (`EINVAL` if given bare).
+    pub fn take_value(&mut self, key: &str) -> Result<Option<String>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(None) => Err(Errno::EINVAL),
+            Some(Some(v)) => Ok(Some(v)),
+        }
+    }
+
+    /// Removes `key` and parses its value as a number (decimal, `0` octal, `0x` hex).
+    pub fn take_u64(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.take_value(key)? {
+            None => Ok(None),
+            Some(v) => parse_number(&v).map(Some).ok_or(Errno::EINVAL),
+        }
+    }
+
+    /// Removes a flag option given without a value; `key=value` is `EINVAL`.
+    pub fn take_flag(&mut self, key: &str) -> Result<bool> {
+        match self.take(key) {
+            None => Ok(false),
+            Some(None) => Ok(true),
+            Some(Some(_)) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Whether no options are left.
+    pub fn is_empty(&self) -> bool {
+        self.opts.is_empty()
+    }
+
+    /// Fails with `EINVAL` when an option nobody took remains.
+    pub fn finish(&self) -> Result<()> {
+        match self.opts.first() {
+            None => Ok(()),
+            Some((k, _)) => {
+                log::debug!("unknown mount option {k}");
+                Err(Errno::EINVAL)
+            }
+        }
+    }
+}
+
+/// Parses a number as the kernel's option parser does: decimal, octal with a
+/// leading `0`, hex with `0x`.
+pub fn parse_number(s: &str) -> Option<u64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// Parses a size with an optional `k`, `m`, `g`, `t`, `p` or `e` suffix
+/// (powers of 1024), as `memparse` does.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
+        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
+        't' | 'T' => (&s[..s.len() - 1], 1 << 40),
+        'p' | 'P' => (&s[..s.len() - 1], 1 << 50),
+        'e' | 'E' => (&s[..s.len() - 1], 1 << 60),
+        _ => (s, 1),
+    };
+    parse_number(num)?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_unknown_is_einval() {
+        let mut d = MountData::parse(b"size=64k,mode=0700,,ro,size=1m").unwrap();
+        assert_eq!(d.take_value("size").unwrap(), Some("1m".to_string()));
+        assert_eq!(d.take_u64("mode").unwrap(), Some(0o700));
+        assert!(d.finish().is_err());
+        assert!(d.take_flag("ro").unwrap());
+        assert!(d.finish().is_ok());
+        assert!(MountData::parse(b"a\xff").is_err());
+        let mut bare = MountData::parse(b"size").unwrap();
+        assert_eq!(bare.take_value("size"), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn numbers_and_sizes() {
+        assert_eq!(parse_number("0755"), Some(0o755));
+        assert_eq!(parse_number("0x10"), Some(16));
+        assert_eq!(parse_number("0"), Some(0));
+        assert_eq!(parse_number("12a"), None);
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("k"), None);
+        assert_eq!(parse_size("99999999999999999999e"), None);
+    }
+}

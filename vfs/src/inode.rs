@@ -1,0 +1,249 @@
+//! The traits a filesystem implements: per-inode operations, per-open-file
+//! operations and per-filesystem operations.
+//!
+//! Filesystems never walk paths. The VFS resolves every path itself and calls
+//! a filesystem with one directory and one name at a time. Every optional
+//! method has a default that answers what Linux answers for a filesystem
+//! without that feature.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::abi::*;
+use crate::cred::Credentials;
+use crate::perm::Owner;
+
+/// What a new node should be: the arguments of create, mkdir, mknod and symlink.
+#[derive(Clone, Copy, Debug)]
+pub struct NewNode<'a> {
+    /// Its type.
+    pub ftype: FileType,
+    /// Permission bits (07777), already reduced by the umask and set-gid rules.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for device nodes.
+    pub rdev: DevId,
+    /// Target of a symbolic link.
+    pub target: &'a [u8],
+}
+
+/// How the VFS may treat the cached children of a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coherence {
+    /// The VFS's dentries are the directory (tmpfs): a name not cached does not exist.
+    Authoritative,
+    /// Cached dentries may be kept; a miss asks the filesystem (`lookup`).
+    Cached,
+    /// Every walk asks the filesystem again (remote filesystems shared with others, proc).
+    Revalidate,
+}
+
+/// One entry returned by a directory read of a non-authoritative filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Type.
+    pub dtype: DirentType,
+    /// Inode number.
+    pub ino: u64,
+    /// The offset at which the entry after this one starts.
+    pub next_off: u64,
+}
+
+/// The context of a call into a filesystem: who asks.
+pub struct Ctx<'a> {
+    /// The caller's credentials.
+    pub cred: &'a Credentials,
+}
+
+/// Operations on one inode. The VFS has already checked search permission
+/// on the path, the permission asked for by the call, and the per-mount
+/// flags; the inode applies the change and keeps its own attributes (link
+/// counts, times, sizes) right.
+pub trait Inode: Send + Sync + 'static {
+    /// The type, fixed for the life of the inode.
+    fn file_type(&self) -> FileType;
+
+    /// Mode, owner and group: what permission checks need.
+    fn owner(&self) -> Owner;
+
+    /// All attributes.
+    fn stat(&self) -> Statx;
+
+    /// Applies attribute changes whose permission the VFS has checked.
+    fn setattr(&self, _ctx: &Ctx<'_>, _attr: &SetAttr) -> Result<()> {
+        Err(Errno::EPERM)
+    }
+
+    /// Access to the concrete type for filesystems that need it (rename, link).
+    fn as_any(&self) -> &dyn Any;
+
+    /// How the VFS may cache this directory's children.
+    fn coherence(&self) -> Coherence {
+        Coherence::Authoritative
+    }
+
+    /// Looks a name up in this directory (non-authoritative filesystems).
+    fn lookup(&self, _ctx: &Ctx<'_>, _name: &[u8]) -> Result<Arc<dyn Inode>> {
+        Err(Errno::ENOENT)
+    }
+
+    /// Whether a cached child is still valid (for `Coherence::Revalidate`).
+    fn revalidate(&self, _ctx: &Ctx<'_>, _name: &[u8], _child: &Arc<dyn Inode>) -> bool {
+        true
+    }
+
+    /// Creates a node of any type in this directory.
+    fn create(&self, _ctx: &Ctx<'_>, _name: &[u8], _new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
+        Err(Errno::EPERM)
+    }
+
+    /// Creates an unnamed regular file (`O_TMPFILE`) in this directory.
+    fn tmpfile(&self, _ctx: &Ctx<'_>, _new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// Adds a hard link `name` to `target` in this directory.
+    fn link(&self, _ctx: &Ctx<'_>, _name: &[u8], _target: &Arc<dyn Inode>) -> Result<()> {
+        Err(Errno::EPERM)
+    }
+
+    /// Removes the non-directory `child`, called `name`, from this directory.
+    fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], _child: &Arc<dyn Inode>) -> Result<()> {
+        Err(Errno::EPERM)
+    }
+
+    /// Removes the empty directory `child`, called `name`.
+    fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], _child: &Arc<dyn Inode>) -> Result<()> {
+        Err(Errno::EPERM)
+    }
+
+    /// Whether this directory has no entries (asked of non-authoritative filesystems).
+    fn is_empty_dir(&self, _ctx: &Ctx<'_>) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Moves `child` from `old_name` here to `new_name` in `new_dir`, replacing
+    /// `replaced` if given (or swapping with it when `flags` has `RENAME_EXCHANGE`).
+    #[allow(clippy::too_many_arguments)]
+    fn rename(
+        &self,
+        _ctx: &Ctx<'_>,
+        _old_name: &[u8],
+        _child: &Arc<dyn Inode>,
+        _new_dir: &Arc<dyn Inode>,
+        _new_name: &[u8],
+        _replaced: Option<&Arc<dyn Inode>>,
+        _flags: RenameFlags,
+    ) -> Result<()> {
+        Err(Errno::EPERM)
+    }
+
+    /// The target of a symbolic link.
+    fn readlink(&self) -> Result<Vec<u8>> {
+        Err(Errno::EINVAL)
+    }
+
+    /// Opens this inode. Device files are opened through the device registry
+    /// by the VFS and never reach here.
+    fn open(self: Arc<Self>, _flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+        Err(Errno::ENXIO)
+    }
+
+    /// Reads an extended attribute.
+    fn getxattr(&self, _name: &[u8]) -> Result<Vec<u8>> {
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// Sets an extended attribute.
+    fn setxattr(&self, _name: &[u8], _value: &[u8], _flags: XattrFlags) -> Result<()> {
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// Lists extended attribute names.
+    fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes an extended attribute.
+    fn removexattr(&self, _name: &[u8]) -> Result<()> {
+        Err(Errno::EOPNOTSUPP)
+    }
+}
+
+/// Operations of an open file description. Offsets are the caller's: the VFS
+/// keeps the file position.
+pub trait FileOps: Send + Sync {
+    /// Reads at `off` into `buf`; returns the count (0 at end of file).
+    fn read(&self, _off: u64, _buf: &mut [u8]) -> Result<usize> {
+        Err(Errno::EINVAL)
+    }
+
+    /// Writes `buf` at `off`, or at the end when `append`; returns the count
+    /// and the offset just past the written bytes.
+    fn write(&self, _ctx: &Ctx<'_>, _off: u64, _buf: &[u8], _append: bool) -> Result<(usize, u64)> {
+        Err(Errno::EINVAL)
+    }
+
+    /// Whether the file has a position (`false`: pipes, sockets, most devices: `ESPIPE` on seek).
+    fn seekable(&self) -> bool {
+        true
+    }
+
+    /// The size used by `SEEK_END`, `SEEK_DATA` and `SEEK_HOLE`.
+    fn size(&self) -> u64 {
+        0
+    }
+
+    /// `SEEK_DATA` / `SEEK_HOLE` from `off`. The default treats the whole file as data.
+    fn seek_data_hole(&self, off: u64, data: bool) -> Result<u64> {
+        let size = self.size();
+        if off >= size {
+            return Err(Errno::ENXIO);
+        }
+        Ok(if data { off } else { size })
+    }
+
+    /// Reads directory entries from offset `off` (non-authoritative filesystems).
+    fn readdir(&self, _ctx: &Ctx<'_>, _off: u64) -> Result<Vec<DirEntry>> {
+        Err(Errno::ENOTDIR)
+    }
+
+    /// `fallocate(2)`.
+    fn allocate(&self, _ctx: &Ctx<'_>, _mode: FallocFlags, _off: u64, _len: u64) -> Result<()> {
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// `fsync(2)`.
+    fn fsync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// A device-specific control call. `arg` is the in/out buffer of the call.
+    fn ioctl(&self, _cmd: u32, _arg: &mut [u8]) -> Result<i64> {
+        Err(Errno::ENOTTY)
+    }
+}
+
+/// Operations of a whole filesystem instance (a superblock).
+pub trait FilesystemOps: Send + Sync + 'static {
+    /// `statfs(2)`.
+    fn statfs(&self) -> Result<Statfs>;
+
+    /// The filesystem-specific options shown in `mountinfo` (`size=64k,mode=700`).
+    fn show_options(&self) -> String {
+        String::new()
+    }
+
+    /// Applies new mount data on `MS_REMOUNT`.
+    fn remount(&self, _data: &crate::fstype::MountData) -> Result<()> {
+        Ok(())
+    }
+
+    /// Access to the concrete type.
+    fn as_any(&self) -> &dyn Any;
+}

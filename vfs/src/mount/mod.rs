@@ -1,0 +1,332 @@
+//! Mounts and mount namespaces.
+//!
+//! # Reference rules
+//!
+//! A connected mount is held by its namespace's list and by the global mount
+//! table. A mount holds its filesystem, its root dentry, and (in `link`) its
+//! parent mount and the dentry it is mounted on; a parent does not hold its
+//! children, so no cycle forms. A mount that is unmounted is dropped from
+//! the list and the table; open files and working directories inside it keep
+//! it (and, through its parent link, the detached tree above it) alive until
+//! they are gone.
+//!
+//! # Locking
+//!
+//! `Vfs::namespace_lock` (Linux's `namespace_sem`) serialises every change of
+//! the mount topology: connecting, disconnecting, propagation state. Under
+//! it, in order: `MountNamespace::mounts` → `Vfs::mount_table` (write) →
+//! `Mount::link` (write) → `Mount::prop`. Path walks take only
+//! `Vfs::mount_table` and `Mount::link` for reading, and only when they
+//! cross a mount point (a dentry whose `mounts` count is not zero) or climb
+//! out of a mount root.
+
+pub mod info;
+pub mod ops;
+pub mod propagation;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bitflags::bitflags;
+use parking_lot::{Mutex, RwLock};
+
+use crate::abi::*;
+use crate::dentry::{Dentry, Filesystem};
+
+bitflags! {
+    /// Per-mount flags.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct MntFlags: u32 {
+        /// Read-only.
+        const RDONLY = 1;
+        /// Set-id bits are ignored.
+        const NOSUID = 2;
+        /// Device files cannot be opened.
+        const NODEV = 4;
+        /// Programs cannot be executed.
+        const NOEXEC = 8;
+        /// Access times are not updated.
+        const NOATIME = 16;
+        /// Directory access times are not updated.
+        const NODIRATIME = 32;
+        /// Access times are updated relative to modification times.
+        const RELATIME = 64;
+        /// Symbolic links are not followed.
+        const NOSYMFOLLOW = 128;
+    }
+}
+
+impl MntFlags {
+    /// The per-mount flags asked for by `mount(2)` flags (relatime is the default).
+    pub fn from_mount_flags(f: MountFlags) -> MntFlags {
+        let mut m = MntFlags::empty();
+        m.set(MntFlags::RDONLY, f.contains(MountFlags::MS_RDONLY));
+        m.set(MntFlags::NOSUID, f.contains(MountFlags::MS_NOSUID));
+        m.set(MntFlags::NODEV, f.contains(MountFlags::MS_NODEV));
+        m.set(MntFlags::NOEXEC, f.contains(MountFlags::MS_NOEXEC));
+        m.set(MntFlags::NOSYMFOLLOW, f.contains(MountFlags::MS_NOSYMFOLLOW));
+        m.set(MntFlags::NODIRATIME, f.contains(MountFlags::MS_NODIRATIME));
+        if f.contains(MountFlags::MS_NOATIME) {
+            m |= MntFlags::NOATIME;
+        } else if !f.contains(MountFlags::MS_STRICTATIME) {
+            m |= MntFlags::RELATIME;
+        }
+        m
+    }
+}
+
+/// Where a mount is attached.
+#[derive(Default)]
+pub(crate) struct MountLink {
+    pub(crate) parent: Option<Arc<Mount>>,
+    pub(crate) mountpoint: Option<Arc<Dentry>>,
+    pub(crate) ns: Weak<MountNamespace>,
+    /// Connected to a namespace's tree (false before connecting and after unmounting).
+    pub(crate) connected: bool,
+    /// Unmounted (lazily or not): a detached mount cannot be bound or remounted.
+    pub(crate) umounted: bool,
+}
+
+/// Propagation state of a mount (see `fs/pnode.c`).
+#[derive(Default)]
+pub(crate) struct Prop {
+    /// Peer group id when shared.
+    pub(crate) shared: Option<u32>,
+    /// The mount this one receives events from (slave).
+    pub(crate) master: Option<Weak<Mount>>,
+    /// Mounts that receive this one's events.
+    pub(crate) slaves: Vec<Weak<Mount>>,
+    /// Cannot be the source of a bind.
+    pub(crate) unbindable: bool,
+}
+
+const RO_BIT: u64 = 1 << 63;
+
+/// A mount: a view of a filesystem's tree from `root`, attached somewhere.
+pub struct Mount {
+    id: u64,
+    source: Box<str>,
+    fs: Arc<Filesystem>,
+    root: Arc<Dentry>,
+    flags: AtomicU32,
+    /// Active writers in the low bits; [`RO_BIT`] when read-only. One word,
+    /// so "begin a write" and "become read-only" cannot both win.
+    writers: AtomicU64,
+    pub(crate) link: RwLock<MountLink>,
+    pub(crate) prop: Mutex<Prop>,
+    expiry_mark: std::sync::atomic::AtomicBool,
+}
+
+static NEXT_MOUNT_ID: AtomicU64 = AtomicU64::new(21);
+
+impl Mount {
+    pub(crate) fn new(fs: Arc<Filesystem>, root: Arc<Dentry>, flags: MntFlags, source: &str) -> Arc<Mount> {
+        let ro = if flags.contains(MntFlags::RDONLY) { RO_BIT } else { 0 };
+        Arc::new(Mount {
+            id: NEXT_MOUNT_ID.fetch_add(1, Ordering::Relaxed),
+            source: source.into(),
+            fs,
+            root,
+            flags: AtomicU32::new((flags - MntFlags::RDONLY).bits()),
+            writers: AtomicU64::new(ro),
+            link: RwLock::new(MountLink::default()),
+            prop: Mutex::new(Prop::default()),
+            expiry_mark: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The mount id (as in `mountinfo` and `statx`'s `stx_mnt_id`).
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The source string given to `mount(2)` (`none`, a device, a directory).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The filesystem.
+    #[inline]
+    pub fn fs(&self) -> &Arc<Filesystem> {
+        &self.fs
+    }
+
+    /// The root dentry of this mount.
+    #[inline]
+    pub fn root(&self) -> &Arc<Dentry> {
+        &self.root
+    }
+
+    /// The per-mount flags (read-only included).
+    pub fn flags(&self) -> MntFlags {
+        let mut f = MntFlags::from_bits_truncate(self.flags.load(Ordering::Acquire));
+        f.set(MntFlags::RDONLY, self.is_readonly());
+        f
+    }
+
+    /// Replaces the flags other than read-only.
+    pub(crate) fn set_other_flags(&self, f: MntFlags) {
+        self.flags.store((f - MntFlags::RDONLY).bits(), Ordering::Release);
+    }
+
+    /// Whether the mount is read-only.
+    #[inline]
+    pub fn is_readonly(&self) -> bool {
+        self.writers.load(Ordering::Acquire) & RO_BIT != 0
+    }
+
+    /// Starts a write (`mnt_want_write`): `EROFS` on a read-only mount.
+    /// Pair with [`Mount::end_write`].
+    pub fn begin_write(&self) -> Result<()> {
+        let prev = self.writers.fetch_add(1, Ordering::AcqRel);
+        if prev & RO_BIT != 0 {
+            self.writers.fetch_sub(1, Ordering::AcqRel);
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
+    /// Ends a write started by [`Mount::begin_write`].
+    pub fn end_write(&self) {
+        self.writers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Makes the mount read-only or writable. Read-only needs no active
+    /// writers (`EBUSY`), as `mnt_make_readonly`.
+    pub fn set_readonly(&self, ro: bool) -> Result<()> {
+        if !ro {
+            self.writers.fetch_and(!RO_BIT, Ordering::AcqRel);
+            return Ok(());
+        }
+        let mut cur = self.writers.load(Ordering::Acquire);
+        loop {
+            if cur & RO_BIT != 0 {
+                return Ok(());
+            }
+            if cur != 0 {
+                return Err(Errno::EBUSY);
+            }
+            match self.writers.compare_exchange(cur, RO_BIT, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// The parent mount and the dentry this mount is attached on.
+    pub fn parent(&self) -> Option<(Arc<Mount>, Arc<Dentry>)> {
+        let l = self.link.read();
+        Some((l.parent.clone()?, l.mountpoint.clone()?))
+    }
+
+    /// The namespace this mount is connected in.
+    pub fn namespace(&self) -> Option<Arc<MountNamespace>> {
+        self.link.read().ns.upgrade()
+    }
+
+    /// Marks the mount for expiry (`MNT_EXPIRE`); returns whether it was already marked.
+    pub fn mark_expiry(&self) -> bool {
+        self.expiry_mark.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the mount was unmounted.
+    pub fn is_umounted(&self) -> bool {
+        self.link.read().umounted
+    }
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mount({}, {})", self.id, self.fs.fstype())
+    }
+}
+
+/// A (mount, dentry) pair: a location in the mount tree. Holding one keeps
+/// both alive.
+#[derive(Clone)]
+pub struct VirtualDentry {
+    /// The mount.
+    pub mount: Arc<Mount>,
+    /// The dentry within the mount's filesystem.
+    pub dentry: Arc<Dentry>,
+}
+
+impl VirtualDentry {
+    /// Makes a pair.
+    pub fn new(mount: Arc<Mount>, dentry: Arc<Dentry>) -> VirtualDentry {
+        VirtualDentry { mount, dentry }
+    }
+
+    /// The root of a mount.
+    pub fn root_of(mount: &Arc<Mount>) -> VirtualDentry {
+        VirtualDentry { mount: mount.clone(), dentry: mount.root().clone() }
+    }
+
+    /// Whether two locations are the same.
+    #[inline]
+    pub fn same(&self, other: &VirtualDentry) -> bool {
+        Arc::ptr_eq(&self.mount, &other.mount) && Arc::ptr_eq(&self.dentry, &other.dentry)
+    }
+
+    /// Whether this is the root of its mount.
+    #[inline]
+    pub fn is_mount_root(&self) -> bool {
+        Arc::ptr_eq(&self.dentry, self.mount.root())
+    }
+}
+
+impl std::fmt::Debug for VirtualDentry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VirtualDentry({:?}, {:?})", self.mount, String::from_utf8_lossy(&self.dentry.name()))
+    }
+}
+
+static NEXT_NS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A mount namespace: a tree of mounts with a root.
+pub struct MountNamespace {
+    id: u64,
+    pub(crate) root: RwLock<Arc<Mount>>,
+    /// Every connected mount, in the order `mountinfo` lists them.
+    pub(crate) mounts: Mutex<Vec<Arc<Mount>>>,
+    /// Most mounts this namespace may hold (`ENOSPC` beyond).
+    pub(crate) max_mounts: usize,
+}
+
+impl MountNamespace {
+    /// The namespace id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The root mount.
+    pub fn root(&self) -> Arc<Mount> {
+        self.root.read().clone()
+    }
+
+    /// The root location.
+    pub fn root_vd(&self) -> VirtualDentry {
+        VirtualDentry::root_of(&self.root())
+    }
+
+    /// How many mounts are connected.
+    pub fn mount_count(&self) -> usize {
+        self.mounts.lock().len()
+    }
+
+    pub(crate) fn new(root: Arc<Mount>, max_mounts: usize) -> Arc<MountNamespace> {
+        let ns = Arc::new(MountNamespace {
+            id: NEXT_NS_ID.fetch_add(1, Ordering::Relaxed),
+            root: RwLock::new(root.clone()),
+            mounts: Mutex::new(vec![root.clone()]),
+            max_mounts,
+        });
+        {
+            let mut l = root.link.write();
+            l.ns = Arc::downgrade(&ns);
+            l.connected = true;
+        }
+        ns
+    }
+}

@@ -1,0 +1,505 @@
+//! The mount operations: new mounts, binds, moves, remounts, propagation
+//! changes, unmounts and `pivot_root`, with Linux's errno rules
+//! (`fs/namespace.c`). Callers resolve paths first; everything here runs
+//! under `Vfs::namespace_lock`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::abi::*;
+use crate::cred::Credentials;
+use crate::dentry::{Dentry, Filesystem};
+use crate::fstype::{MountData, MountRequest};
+use crate::mount::propagation::PropagationType;
+use crate::mount::{MntFlags, Mount, MountNamespace, VirtualDentry};
+use crate::Vfs;
+
+impl Vfs {
+    /// Builds a filesystem instance of type `fstype`. `internal` allows types
+    /// that user mounts may not create.
+    pub fn new_filesystem(
+        self: &Arc<Self>,
+        cred: &Credentials,
+        fstype: &str,
+        source: &[u8],
+        flags: MountFlags,
+        data: &[u8],
+        internal: bool,
+    ) -> Result<Arc<Filesystem>> {
+        let t = self.fstypes.get(fstype)?;
+        if !internal && !t.options().allow_user_mount {
+            return Err(Errno::ENODEV);
+        }
+        let md = MountData::parse(data)?;
+        let nf = t.mount(&MountRequest { vfs: self, cred, source, flags, data: &md })?;
+        Ok(Filesystem::new(t.name(), t.options(), self.anon_dev(), nf.ops, nf.root))
+    }
+
+    /// Makes a mount of a new filesystem that is attached nowhere yet.
+    pub fn mount_disconnected(
+        self: &Arc<Self>,
+        cred: &Credentials,
+        fstype: &str,
+        source: &[u8],
+        flags: MountFlags,
+        data: &[u8],
+    ) -> Result<Arc<Mount>> {
+        let fs = self.new_filesystem(cred, fstype, source, flags, data, true)?;
+        let root = fs.root().clone();
+        Ok(Mount::new(fs, root, MntFlags::from_mount_flags(flags), &String::from_utf8_lossy(source)))
+    }
+
+    /// Wraps an existing location in a new, unattached mount (a bind that is
+    /// not connected yet; overlay layers use this).
+    pub fn new_disconnected_mount(&self, vd: &VirtualDentry, flags: MntFlags) -> Arc<Mount> {
+        Mount::new(vd.mount.fs().clone(), vd.dentry.clone(), flags, vd.mount.source())
+    }
+
+    /// Makes a namespace whose root is `root`. The root is mounted over an
+    /// empty anonymous directory, so that it has a parent like a Linux root
+    /// stacked on rootfs (`pivot_root` needs that), and `..` above it stays.
+    pub fn new_namespace(self: &Arc<Self>, root: Arc<Mount>) -> Result<Arc<MountNamespace>> {
+        let base_fs = Filesystem::new("rootfs", Default::default(), self.anon_dev(), Arc::new(EmptyFs), Arc::new(EmptyDir));
+        let base_root = base_fs.root().clone();
+        let base = Mount::new(base_fs, base_root.clone(), MntFlags::RDONLY, "rootfs");
+        let ns = MountNamespace::new(base.clone(), self.max_mounts());
+        let _g = self.namespace_lock.lock();
+        self.attach_locked(&ns, &root, &base, &base_root)?;
+        Ok(ns)
+    }
+
+    /// Moves from `vd` to the top of the stack of mounts on it.
+    pub(crate) fn top_of(&self, vd: &VirtualDentry) -> VirtualDentry {
+        let mut cur = vd.clone();
+        while cur.dentry.is_mountpoint() {
+            match self.mount_at(&cur.mount, &cur.dentry) {
+                Some(m) => cur = VirtualDentry::root_of(&m),
+                None => break,
+            }
+        }
+        cur
+    }
+
+    fn attach_locked(&self, ns: &Arc<MountNamespace>, child: &Arc<Mount>, parent: &Arc<Mount>, mp: &Arc<Dentry>) -> Result<()> {
+        let mut list = ns.mounts.lock();
+        if list.len() >= ns.max_mounts {
+            return Err(Errno::ENOSPC);
+        }
+        self.mount_table.write().insert((parent.id(), Arc::as_ptr(mp) as usize), child.clone());
+        mp.mounts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        {
+            let mut l = child.link.write();
+            l.parent = Some(parent.clone());
+            l.mountpoint = Some(mp.clone());
+            l.ns = Arc::downgrade(ns);
+            l.connected = true;
+            l.umounted = false;
+        }
+        list.push(child.clone());
+        Ok(())
+    }
+
+    /// Disconnects `m` from its parent and its namespace.
+    fn detach_locked(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
+        ns.mounts.lock().retain(|x| !Arc::ptr_eq(x, m));
+        let mut l = m.link.write();
+        if let (Some(p), Some(mp)) = (l.parent.take(), l.mountpoint.take()) {
+            let key = (p.id(), Arc::as_ptr(&mp) as usize);
+            let mut table = self.mount_table.write();
+            if table.get(&key).is_some_and(|x| Arc::ptr_eq(x, m)) {
+                table.remove(&key);
+            }
+            mp.mounts.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        l.connected = false;
+        l.umounted = true;
+    }
+
+    fn children_of(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
+        ns.mounts.lock().iter().filter(|c| c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, m))).cloned().collect()
+    }
+
+    /// `m` and every mount below it, parents before children.
+    fn subtree(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
+        let list = ns.mounts.lock().clone();
+        let mut out = vec![m.clone()];
+        let mut i = 0;
+        while i < out.len() {
+            let cur = out[i].clone();
+            for c in &list {
+                if c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &cur)) && !out.iter().any(|x| Arc::ptr_eq(x, c)) {
+                    out.push(c.clone());
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn check_in_ns(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Result<()> {
+        let l = m.link.read();
+        if !l.connected || l.umounted || !l.ns.upgrade().is_some_and(|x| Arc::ptr_eq(&x, ns)) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// Attaches `tree` (a mount, or a tree made by a recursive bind whose
+    /// members carry their parents) on top of whatever is at `target`, and
+    /// propagates it.
+    fn graft(&self, ns: &Arc<MountNamespace>, tree: Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>, target: &VirtualDentry) -> Result<()> {
+        let Some((top, _)) = tree.first() else { return Ok(()) };
+        if target.dentry.is_dir() != top.root().is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if target.dentry.is_dead() {
+            return Err(Errno::ENOENT);
+        }
+        Self::check_in_ns(ns, &target.mount)?;
+        if ns.mounts.lock().len() + tree.len() > ns.max_mounts {
+            return Err(Errno::ENOSPC);
+        }
+        let parent_shared = target.mount.prop.lock().shared.is_some();
+        if parent_shared {
+            for (m, _) in &tree {
+                let mut p = m.prop.lock();
+                if p.shared.is_none() {
+                    p.shared = Some(self.next_group_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                }
+            }
+        }
+        self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
+        // Copies for every peer and slave of the parent that can see the mount point.
+        for (pm, is_peer) in self.propagation_targets(ns, &target.mount) {
+            if !target.dentry.is_descendant_of(pm.root()) || !Arc::ptr_eq(pm.fs(), target.mount.fs()) {
+                continue;
+            }
+            let copies: Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)> = tree
+                .iter()
+                .map(|(m, link)| {
+                    let c = Mount::new(m.fs().clone(), m.root().clone(), m.flags(), m.source());
+                    {
+                        let src = m.prop.lock();
+                        let mut p = c.prop.lock();
+                        if is_peer {
+                            p.shared = src.shared;
+                        } else {
+                            p.master = Some(Arc::downgrade(m));
+                        }
+                    }
+                    if !is_peer {
+                        m.prop.lock().slaves.push(Arc::downgrade(&c));
+                    }
+                    (c, link.clone())
+                })
+                .collect();
+            let at = self.top_of(&VirtualDentry::new(pm.clone(), target.dentry.clone()));
+            self.attach_tree(ns, &copies, &at.mount, &at.dentry)?;
+        }
+        Ok(())
+    }
+
+    fn attach_tree(&self, ns: &Arc<MountNamespace>, tree: &[(Arc<Mount>, Option<(usize, Arc<Dentry>)>)], parent: &Arc<Mount>, mp: &Arc<Dentry>) -> Result<()> {
+        for (i, (m, link)) in tree.iter().enumerate() {
+            match link {
+                None if i == 0 => self.attach_locked(ns, m, parent, mp)?,
+                Some((pi, d)) => {
+                    let p = tree[*pi].0.clone();
+                    self.attach_locked(ns, m, &p, d)?
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `mount(2)` of a new filesystem at `target`.
+    pub fn do_new_mount(
+        self: &Arc<Self>,
+        ns: &Arc<MountNamespace>,
+        cred: &Credentials,
+        target: &VirtualDentry,
+        fstype: &str,
+        source: &[u8],
+        flags: MountFlags,
+        data: &[u8],
+    ) -> Result<()> {
+        if fstype.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let fs = self.new_filesystem(cred, fstype, source, flags, data, false)?;
+        let root = fs.root().clone();
+        let m = Mount::new(fs, root, MntFlags::from_mount_flags(flags), &String::from_utf8_lossy(source));
+        let _g = self.namespace_lock.lock();
+        let at = self.top_of(target);
+        self.graft(ns, vec![(m, None)], &at)
+    }
+
+    /// Attaches an unattached mount at `target` (on top of anything there).
+    pub fn connect_mount_at(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>, target: &VirtualDentry) -> Result<()> {
+        let _g = self.namespace_lock.lock();
+        let at = self.top_of(target);
+        if Arc::ptr_eq(&at.mount, m) {
+            return Err(Errno::EBUSY);
+        }
+        self.graft(ns, vec![(m.clone(), None)], &at)
+    }
+
+    /// `MS_BIND` (and `MS_REC`): shows `source` at `target` too.
+    pub fn do_bind(&self, ns: &Arc<MountNamespace>, source: &VirtualDentry, target: &VirtualDentry, recursive: bool) -> Result<()> {
+        let _g = self.namespace_lock.lock();
+        let at = self.top_of(target);
+        Self::check_in_ns(ns, &source.mount)?;
+        if source.mount.prop.lock().unbindable {
+            return Err(Errno::EINVAL);
+        }
+        let clone_one = |m: &Arc<Mount>, root: &Arc<Dentry>| {
+            let c = Mount::new(m.fs().clone(), root.clone(), m.flags(), m.source());
+            {
+                let src = m.prop.lock();
+                let mut p = c.prop.lock();
+                p.shared = src.shared;
+                p.master = src.master.clone();
+            }
+            let master = c.prop.lock().master.as_ref().and_then(|w| w.upgrade());
+            if let Some(mm) = master {
+                mm.prop.lock().slaves.push(Arc::downgrade(&c));
+            }
+            c
+        };
+        let mut tree = vec![(clone_one(&source.mount, &source.dentry), None)];
+        if recursive {
+            let mut map: HashMap<u64, usize> = HashMap::new();
+            map.insert(source.mount.id(), 0);
+            for m in Self::subtree(ns, &source.mount).into_iter().skip(1) {
+                let Some((p, mp)) = m.parent() else { continue };
+                let Some(&pi) = map.get(&p.id()) else { continue };
+                if Arc::ptr_eq(&p, &source.mount) && !mp.is_descendant_of(&source.dentry) {
+                    continue;
+                }
+                if m.prop.lock().unbindable {
+                    continue;
+                }
+                let c = clone_one(&m, m.root());
+                map.insert(m.id(), tree.len());
+                tree.push((c, Some((pi, mp))));
+            }
+        }
+        self.graft(ns, tree, &at)
+    }
+
+    /// `MS_REMOUNT`: new per-mount flags, and with `!bind_only` new
+    /// filesystem options. `vd` must be a mount root.
+    pub fn do_remount(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: MountFlags, data: &[u8], bind_only: bool) -> Result<()> {
+        let _g = self.namespace_lock.lock();
+        Self::check_in_ns(ns, &vd.mount)?;
+        if !vd.is_mount_root() {
+            return Err(Errno::EINVAL);
+        }
+        if !bind_only {
+            let md = MountData::parse(data)?;
+            vd.mount.fs().ops().remount(&md)?;
+        }
+        let f = MntFlags::from_mount_flags(flags);
+        vd.mount.set_readonly(f.contains(MntFlags::RDONLY))?;
+        vd.mount.set_other_flags(f);
+        Ok(())
+    }
+
+    /// A propagation change (`MS_SHARED`, `MS_PRIVATE`, `MS_SLAVE`, `MS_UNBINDABLE`, with `MS_REC`).
+    pub fn do_change_type(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: MountFlags) -> Result<()> {
+        let t = PropagationType::from_flags(flags).ok_or(Errno::EINVAL)?;
+        let _g = self.namespace_lock.lock();
+        Self::check_in_ns(ns, &vd.mount)?;
+        if !vd.is_mount_root() {
+            return Err(Errno::EINVAL);
+        }
+        let targets = if flags.contains(MountFlags::MS_REC) { Self::subtree(ns, &vd.mount) } else { vec![vd.mount.clone()] };
+        for m in targets {
+            self.change_type(ns, &m, t);
+        }
+        Ok(())
+    }
+
+    /// `MS_MOVE`: moves the mount at `source` (a mount root) to `target`.
+    pub fn do_move(&self, ns: &Arc<MountNamespace>, source: &VirtualDentry, target: &VirtualDentry) -> Result<()> {
+        let _g = self.namespace_lock.lock();
+        let m = source.mount.clone();
+        Self::check_in_ns(ns, &m)?;
+        if !source.is_mount_root() || m.parent().is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let at = self.top_of(target);
+        Self::check_in_ns(ns, &at.mount)?;
+        if at.dentry.is_dir() != m.root().is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if let Some((p, _)) = m.parent() {
+            if p.prop.lock().shared.is_some() {
+                return Err(Errno::EINVAL);
+            }
+        }
+        // Moving a mount beneath itself.
+        let mut cur = Some(at.mount.clone());
+        while let Some(c) = cur {
+            if Arc::ptr_eq(&c, &m) {
+                return Err(Errno::ELOOP);
+            }
+            cur = c.parent().map(|(p, _)| p);
+        }
+        let subtree = Self::subtree(ns, &m);
+        self.detach_locked(ns, &m);
+        let res = self.attach_locked(ns, &m, &at.mount, &at.dentry);
+        // Keep the moved subtree after its new root in the listing order.
+        let mut list = ns.mounts.lock();
+        list.retain(|x| !subtree.iter().skip(1).any(|s| Arc::ptr_eq(s, x)));
+        list.extend(subtree.into_iter().skip(1));
+        res
+    }
+
+    /// `umount2(2)` of the mount whose root is `vd`. `extra_refs` is how many
+    /// references the caller itself holds on the mount (for the busy check).
+    pub fn do_umount(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: UmountFlags, extra_refs: usize) -> Result<()> {
+        let _g = self.namespace_lock.lock();
+        let m = vd.mount.clone();
+        if !vd.is_mount_root() {
+            return Err(Errno::EINVAL);
+        }
+        Self::check_in_ns(ns, &m)?;
+        let Some((parent, mp)) = m.parent() else { return Err(Errno::EINVAL) };
+        if !flags.contains(UmountFlags::MNT_DETACH) {
+            if !Self::children_of(ns, &m).is_empty() {
+                return Err(Errno::EBUSY);
+            }
+            // The namespace list, the mount table, `m` here and the caller's own.
+            if Arc::strong_count(&m) > 3 + extra_refs {
+                return Err(Errno::EBUSY);
+            }
+        }
+        // Propagated unmounts: the copies at the parent's peers and slaves
+        // that have no children of their own.
+        let mut victims = Vec::new();
+        for (pm, _) in self.propagation_targets(ns, &parent) {
+            if let Some(c) = self.mount_at(&pm, &mp) {
+                if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) && Self::children_of(ns, &c).is_empty() {
+                    victims.push(c);
+                }
+            }
+        }
+        for c in victims {
+            self.umount_tree(ns, &c);
+        }
+        self.umount_tree(ns, &m);
+        Ok(())
+    }
+
+    fn umount_tree(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
+        let tree = Self::subtree(ns, m);
+        // A mount stacked on the root of `m` is re-parented onto `m`'s place.
+        let cover = self.mount_at(m, m.root());
+        let place = m.parent();
+        for x in tree.iter().rev() {
+            if cover.as_ref().is_some_and(|c| Arc::ptr_eq(c, x)) {
+                continue;
+            }
+            self.detach_locked(ns, x);
+            self.change_type(ns, x, PropagationType::Private);
+        }
+        if let (Some(c), Some((p, mp))) = (cover, place) {
+            self.detach_locked(ns, &c);
+            let _ = self.attach_locked(ns, &c, &p, &mp);
+        }
+    }
+
+    /// `pivot_root(2)`: `root` is the caller's root. Returns the new root;
+    /// the caller moves its root and working directory from the old one.
+    pub fn do_pivot_root(&self, ns: &Arc<MountNamespace>, root: &VirtualDentry, new_root: &VirtualDentry, put_old: &VirtualDentry) -> Result<VirtualDentry> {
+        let _g = self.namespace_lock.lock();
+        let old = self.top_of(put_old);
+        let new_mnt = new_root.mount.clone();
+        let root_mnt = root.mount.clone();
+        let shared = |m: &Option<Arc<Mount>>| m.as_ref().is_some_and(|m| m.prop.lock().shared.is_some());
+        if old.mount.prop.lock().shared.is_some()
+            || shared(&new_mnt.parent().map(|x| x.0))
+            || shared(&root_mnt.parent().map(|x| x.0))
+        {
+            return Err(Errno::EINVAL);
+        }
+        Self::check_in_ns(ns, &root_mnt)?;
+        Self::check_in_ns(ns, &new_mnt)?;
+        if new_root.dentry.is_dead() {
+            return Err(Errno::ENOENT);
+        }
+        if Arc::ptr_eq(&new_mnt, &root_mnt) || Arc::ptr_eq(&old.mount, &root_mnt) {
+            return Err(Errno::EBUSY);
+        }
+        if !root.is_mount_root() || root_mnt.parent().is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if !new_root.is_mount_root() || new_mnt.parent().is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if !is_reachable(&old, new_root) || !is_reachable(new_root, root) {
+            return Err(Errno::EINVAL);
+        }
+        let Some((root_parent, root_mp)) = root_mnt.parent() else { return Err(Errno::EINVAL) };
+        let subtree_new = Self::subtree(ns, &new_mnt);
+        self.detach_locked(ns, &new_mnt);
+        self.detach_locked(ns, &root_mnt);
+        self.attach_locked(ns, &root_mnt, &old.mount, &old.dentry)?;
+        self.attach_locked(ns, &new_mnt, &root_parent, &root_mp)?;
+        {
+            // List order: the new root first (after the hidden base), then the rest.
+            let mut list = ns.mounts.lock();
+            list.retain(|x| !subtree_new.iter().any(|s| Arc::ptr_eq(s, x)));
+            let at = list.iter().position(|x| x.parent().is_some()).unwrap_or(list.len());
+            for (i, s) in subtree_new.into_iter().enumerate() {
+                list.insert(at + i, s);
+            }
+        }
+        Ok(VirtualDentry::root_of(&new_mnt))
+    }
+}
+
+/// Whether `vd` is at or below `root` in the mount tree (`is_path_reachable`).
+pub fn is_reachable(vd: &VirtualDentry, root: &VirtualDentry) -> bool {
+    let mut cur = vd.clone();
+    loop {
+        if Arc::ptr_eq(&cur.mount, &root.mount) {
+            return cur.dentry.is_descendant_of(&root.dentry);
+        }
+        match cur.mount.parent() {
+            Some((p, mp)) => cur = VirtualDentry::new(p, mp),
+            None => return false,
+        }
+    }
+}
+
+/// The filesystem under a namespace's root: one empty read-only directory.
+struct EmptyFs;
+
+impl crate::inode::FilesystemOps for EmptyFs {
+    fn statfs(&self) -> Result<Statfs> {
+        Ok(Statfs { namelen: NAME_MAX as u64, bsize: 4096, ..Default::default() })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+struct EmptyDir;
+
+impl crate::inode::Inode for EmptyDir {
+    fn file_type(&self) -> FileType {
+        FileType::Directory
+    }
+    fn owner(&self) -> crate::perm::Owner {
+        crate::perm::Owner { mode: S_IFDIR | 0o755, uid: 0, gid: 0 }
+    }
+    fn stat(&self) -> Statx {
+        Statx { mask: StatxMask::BASIC_STATS, mode: S_IFDIR | 0o755, nlink: 2, ino: 1, blksize: 4096, ..Default::default() }
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,822 @@
+//! Every path system call, with Linux's checks in Linux's order
+//! (`fs/namei.c`, `fs/open.c`, `fs/stat.c`, `fs/xattr.c`).
+//!
+//! Each takes a [`PathCtx`] (who asks, from which root, with which umask)
+//! and a starting location for relative paths; the facade turns a dirfd into
+//! that start.
+
+use std::sync::Arc;
+
+use crate::abi::*;
+use crate::cred::{Caps, Credentials};
+use crate::dentry::Dentry;
+use crate::device::DeviceKind;
+use crate::file::OpenFile;
+use crate::inode::{Coherence, Ctx, NewNode};
+use crate::mount::{MntFlags, VirtualDentry};
+use crate::perm::{self, May};
+use crate::walk::{Last, NameBuf, WalkFlags, Walker};
+use crate::Vfs;
+
+/// Who asks, and from where.
+pub struct PathCtx<'a> {
+    /// Credentials of the caller.
+    pub cred: &'a Credentials,
+    /// The caller's root (chroot).
+    pub root: &'a VirtualDentry,
+    /// The caller's umask.
+    pub umask: u32,
+}
+
+/// The largest extended attribute value (`XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// The longest extended attribute name.
+pub const XATTR_NAME_MAX: usize = 255;
+
+/// Ends a mount write when dropped.
+struct WriteGuard<'a>(&'a VirtualDentry);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.mount.end_write();
+    }
+}
+
+fn begin_write(vd: &VirtualDentry) -> Result<WriteGuard<'_>> {
+    vd.mount.begin_write()?;
+    Ok(WriteGuard(vd))
+}
+
+/// The child `name` of `dir`, asking the filesystem if needed; the caller
+/// holds the directory's `op` lock.
+fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Option<Arc<Dentry>>> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let coherence = dir.inode().coherence();
+    if let Some(c) = dir.cached_child(name) {
+        if coherence != Coherence::Revalidate || dir.inode().revalidate(&Ctx { cred }, name, c.inode()) {
+            return Ok(Some(c));
+        }
+        dir.remove_child(name);
+    }
+    if coherence == Coherence::Authoritative {
+        return Ok(None);
+    }
+    match dir.inode().lookup(&Ctx { cred }, name) {
+        Ok(inode) => Ok(Some(dir.insert_child(name, inode)?)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `may_delete`: permission to remove `child` from `dir`.
+fn may_delete(cred: &Credentials, dir: &Arc<Dentry>, child: &Arc<Dentry>, is_dir: bool) -> Result<()> {
+    let dir_owner = dir.inode().owner();
+    perm::check(cred, dir_owner, May::WRITE | May::EXEC)?;
+    if !perm::may_delete_sticky(cred, dir_owner, child.inode().owner()) {
+        return Err(Errno::EPERM);
+    }
+    if is_dir && !child.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    if !is_dir && child.is_dir() {
+        return Err(Errno::EISDIR);
+    }
+    if dir.is_dead() {
+        return Err(Errno::ENOENT);
+    }
+    Ok(())
+}
+
+/// `may_create`: permission to add a name to `dir`.
+fn may_create(cred: &Credentials, dir: &Arc<Dentry>) -> Result<()> {
+    if dir.is_dead() {
+        return Err(Errno::ENOENT);
+    }
+    perm::check(cred, dir.inode().owner(), May::WRITE | May::EXEC)
+}
+
+fn is_empty_dir(cred: &Credentials, d: &Arc<Dentry>) -> Result<bool> {
+    if d.inode().coherence() == Coherence::Authoritative {
+        Ok(d.has_no_children())
+    } else {
+        d.inode().is_empty_dir(&Ctx { cred })
+    }
+}
+
+/// Locks the `op` locks of two directories in address order.
+fn lock_two<'a>(a: &'a Arc<Dentry>, b: &'a Arc<Dentry>) -> Result<(parking_lot::MutexGuard<'a, ()>, Option<parking_lot::MutexGuard<'a, ()>>)> {
+    let (da, db) = (a.dir()?, b.dir()?);
+    if Arc::ptr_eq(a, b) {
+        return Ok((da.op.lock(), None));
+    }
+    if Arc::as_ptr(a) < Arc::as_ptr(b) {
+        let ga = da.op.lock();
+        Ok((ga, Some(db.op.lock())))
+    } else {
+        let gb = db.op.lock();
+        Ok((da.op.lock(), Some(gb)))
+    }
+}
+
+impl Vfs {
+    fn walker<'a, 'p>(&'a self, ctx: &'a PathCtx<'_>, start: &VirtualDentry, path: &'p [u8], resolve: ResolveFlags) -> Result<Walker<'a, 'p>> {
+        Walker::new(self, ctx.cred, ctx.root, start, path, WalkFlags { resolve })
+    }
+
+    /// Resolves `path` to a location. An empty path is `ENOENT` unless
+    /// `empty_ok`, when it means `start` itself.
+    pub fn lookup(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], follow: bool, empty_ok: bool) -> Result<VirtualDentry> {
+        if path.is_empty() {
+            return if empty_ok { Ok(start.clone()) } else { Err(Errno::ENOENT) };
+        }
+        self.walker(ctx, start, path, ResolveFlags::empty())?.resolve(follow, false)
+    }
+
+    /// Resolves a directory (for chdir, chroot, mount targets ...).
+    pub fn lookup_dir(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8]) -> Result<VirtualDentry> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        self.walker(ctx, start, path, ResolveFlags::empty())?.resolve(true, true)
+    }
+
+    fn parent_of<'a, 'p>(&'a self, ctx: &'a PathCtx<'_>, start: &VirtualDentry, path: &'p [u8]) -> Result<(Walker<'a, 'p>, Last)> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
+        let last = w.walk_to_last()?;
+        Ok((w, last))
+    }
+
+    /// The shared part of mkdir, mknod and symlink (`filename_create` + `vfs_*`).
+    fn create_at(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], node: NewNode<'_>) -> Result<()> {
+        let (w, last) = self.parent_of(ctx, start, path)?;
+        let Last::Name(name) = last else { return Err(Errno::EEXIST) };
+        let trailing = w.must_be_dir;
+        let parent = w.cur;
+        let dir = parent.dentry.dir()?;
+        let _op = dir.op.lock();
+        if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if trailing && node.ftype != FileType::Directory {
+            return Err(Errno::ENOENT);
+        }
+        let _w = begin_write(&parent)?;
+        may_create(ctx.cred, &parent.dentry)?;
+        if node.ftype.is_device() && !(node.ftype == FileType::CharDevice && node.rdev == DevId::default()) && !ctx.cred.has(Caps::MKNOD) {
+            return Err(Errno::EPERM);
+        }
+        let (uid, gid, mode) = perm::new_owner(ctx.cred, parent.dentry.inode().owner(), node.ftype, node.mode);
+        let node = NewNode { uid, gid, mode, ..node };
+        let inode = parent.dentry.inode().create(&Ctx { cred: ctx.cred }, &name, &node)?;
+        parent.dentry.insert_child(&name, inode)?;
+        Ok(())
+    }
+
+    /// `mkdirat(2)`.
+    pub fn mkdirat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32) -> Result<()> {
+        let mode = mode & (0o777 | S_ISVTX) & !ctx.umask;
+        self.create_at(ctx, start, path, NewNode { ftype: FileType::Directory, mode, uid: 0, gid: 0, rdev: DevId::default(), target: &[] })
+    }
+
+    /// `mknodat(2)`.
+    pub fn mknodat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32, dev: DevId) -> Result<()> {
+        let ftype = match mode & S_IFMT {
+            0 => FileType::Regular,
+            S_IFDIR => return Err(Errno::EPERM),
+            t => match FileType::from_mode(t) {
+                Some(FileType::Symlink) | None => return Err(Errno::EINVAL),
+                Some(ft) => ft,
+            },
+        };
+        let rdev = if ftype.is_device() { dev } else { DevId::default() };
+        let perm_bits = mode & 0o7777 & !ctx.umask;
+        self.create_at(ctx, start, path, NewNode { ftype, mode: perm_bits, uid: 0, gid: 0, rdev, target: &[] })
+    }
+
+    /// `symlinkat(2)`.
+    pub fn symlinkat(&self, ctx: &PathCtx<'_>, target: &[u8], start: &VirtualDentry, path: &[u8]) -> Result<()> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.len() >= PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.create_at(ctx, start, path, NewNode { ftype: FileType::Symlink, mode: 0o777, uid: 0, gid: 0, rdev: DevId::default(), target })
+    }
+
+    /// `linkat(2)`.
+    pub fn linkat(&self, ctx: &PathCtx<'_>, old_start: &VirtualDentry, old: &[u8], new_start: &VirtualDentry, new: &[u8], flags: AtFlags) -> Result<()> {
+        if !(flags - AtFlags::AT_SYMLINK_FOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let empty_ok = flags.contains(AtFlags::AT_EMPTY_PATH) && ctx.cred.has(Caps::DAC_READ_SEARCH);
+        let src = self.lookup(ctx, old_start, old, flags.contains(AtFlags::AT_SYMLINK_FOLLOW), empty_ok)?;
+        let (w, last) = self.parent_of(ctx, new_start, new)?;
+        let Last::Name(name) = last else { return Err(Errno::EEXIST) };
+        let trailing = w.must_be_dir;
+        let parent = w.cur;
+        let dir = parent.dentry.dir()?;
+        let _op = dir.op.lock();
+        if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if trailing {
+            return Err(Errno::ENOENT);
+        }
+        let _w = begin_write(&parent)?;
+        if !Arc::ptr_eq(&src.mount, &parent.mount) {
+            return Err(Errno::EXDEV);
+        }
+        may_create(ctx.cred, &parent.dentry)?;
+        if src.dentry.is_dir() {
+            return Err(Errno::EPERM);
+        }
+        if src.dentry.is_dead() && !src.dentry.is_linkable() && src.dentry.inode().stat().nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
+        parent.dentry.inode().link(&Ctx { cred: ctx.cred }, &name, src.dentry.inode())?;
+        parent.dentry.insert_child(&name, src.dentry.inode().clone())?;
+        Ok(())
+    }
+
+    /// `unlinkat(2)`, and `rmdir(2)` with `AT_REMOVEDIR`.
+    pub fn unlinkat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: AtFlags) -> Result<()> {
+        if !(flags - AtFlags::AT_REMOVEDIR).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let is_dir = flags.contains(AtFlags::AT_REMOVEDIR);
+        let (w, last) = self.parent_of(ctx, start, path)?;
+        let trailing = w.must_be_dir;
+        let name = match last {
+            Last::Name(n) => n,
+            Last::DotDot if is_dir => return Err(Errno::ENOTEMPTY),
+            Last::Dot if is_dir => return Err(Errno::EINVAL),
+            Last::Root if is_dir => return Err(Errno::EBUSY),
+            _ => return Err(Errno::EISDIR),
+        };
+        let parent = w.cur;
+        let _w = begin_write(&parent)?;
+        let dir = parent.dentry.dir()?;
+        let _op = dir.op.lock();
+        let child = child_locked(ctx.cred, &parent.dentry, &name)?.ok_or(Errno::ENOENT)?;
+        if !is_dir && trailing {
+            return Err(if child.is_dir() { Errno::EISDIR } else { Errno::ENOTDIR });
+        }
+        may_delete(ctx.cred, &parent.dentry, &child, is_dir)?;
+        if child.is_mountpoint() {
+            return Err(Errno::EBUSY);
+        }
+        let c = Ctx { cred: ctx.cred };
+        if is_dir {
+            if !is_empty_dir(ctx.cred, &child)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+            parent.dentry.inode().rmdir(&c, &name, child.inode())?;
+        } else {
+            parent.dentry.inode().unlink(&c, &name, child.inode())?;
+        }
+        parent.dentry.remove_child(&name);
+        child.set_dead();
+        Ok(())
+    }
+
+    /// `renameat2(2)`.
+    pub fn renameat2(&self, ctx: &PathCtx<'_>, old_start: &VirtualDentry, old: &[u8], new_start: &VirtualDentry, new: &[u8], flags: RenameFlags) -> Result<()> {
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT;
+        if !(flags - known).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) && flags.intersects(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
+        }
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) && !ctx.cred.has(Caps::MKNOD) {
+            return Err(Errno::EPERM);
+        }
+        let (ow, olast) = self.parent_of(ctx, old_start, old)?;
+        let old_trailing = ow.must_be_dir;
+        let old_dir = ow.cur;
+        let (nw, nlast) = self.parent_of(ctx, new_start, new)?;
+        let new_trailing = nw.must_be_dir;
+        let new_dir = nw.cur;
+        if !Arc::ptr_eq(&old_dir.mount, &new_dir.mount) {
+            return Err(Errno::EXDEV);
+        }
+        let Last::Name(oname) = olast else { return Err(Errno::EBUSY) };
+        let Last::Name(nname) = nlast else {
+            return Err(if flags.contains(RenameFlags::RENAME_NOREPLACE) { Errno::EEXIST } else { Errno::EBUSY });
+        };
+        let _w = begin_write(&old_dir)?;
+        let fs = old_dir.mount.fs().clone();
+        let same_dir = Arc::ptr_eq(&old_dir.dentry, &new_dir.dentry);
+        let _rename = (!same_dir).then(|| fs.rename_lock.lock());
+        let _ops = lock_two(&old_dir.dentry, &new_dir.dentry)?;
+        let src = child_locked(ctx.cred, &old_dir.dentry, &oname)?.ok_or(Errno::ENOENT)?;
+        let dst = child_locked(ctx.cred, &new_dir.dentry, &nname)?;
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) && dst.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if exchange {
+            let d = dst.as_ref().ok_or(Errno::ENOENT)?;
+            if !d.is_dir() && new_trailing {
+                return Err(Errno::ENOTDIR);
+            }
+        }
+        if !src.is_dir() && (old_trailing || (!exchange && new_trailing)) {
+            return Err(Errno::ENOTDIR);
+        }
+        // The "trap" of lock_rename: a directory may not move below itself,
+        // and the target may not be an ancestor of the source.
+        if !same_dir {
+            if new_dir.dentry.is_descendant_of(&src) {
+                return Err(Errno::EINVAL);
+            }
+            if let Some(d) = &dst {
+                if old_dir.dentry.is_descendant_of(d) {
+                    return Err(if exchange { Errno::EINVAL } else { Errno::ENOTEMPTY });
+                }
+            }
+        }
+        if let Some(d) = &dst {
+            if Arc::ptr_eq(d.inode(), src.inode()) {
+                return Ok(());
+            }
+        }
+        let is_dir = src.is_dir();
+        may_delete(ctx.cred, &old_dir.dentry, &src, is_dir)?;
+        match &dst {
+            None => may_create(ctx.cred, &new_dir.dentry)?,
+            Some(d) => {
+                let d_is_dir = if exchange { d.is_dir() } else { is_dir };
+                may_delete(ctx.cred, &new_dir.dentry, d, d_is_dir)?;
+            }
+        }
+        if is_dir && !same_dir {
+            perm::check(ctx.cred, src.inode().owner(), May::WRITE)?;
+        }
+        if exchange && !same_dir {
+            if let Some(d) = dst.as_ref().filter(|d| d.is_dir()) {
+                perm::check(ctx.cred, d.inode().owner(), May::WRITE)?;
+            }
+        }
+        if src.is_mountpoint() || dst.as_ref().is_some_and(|d| d.is_mountpoint()) {
+            return Err(Errno::EBUSY);
+        }
+        if let Some(d) = &dst {
+            if !exchange && d.is_dir() && !is_empty_dir(ctx.cred, d)? {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let c = Ctx { cred: ctx.cred };
+        old_dir.dentry.inode().rename(&c, &oname, src.inode(), new_dir.dentry.inode(), &nname, dst.as_ref().map(|d| d.inode()), flags)?;
+        // The filesystem has moved the names; now move the dentries.
+        old_dir.dentry.remove_child(&oname);
+        let new_ds = new_dir.dentry.dir()?;
+        if let Some(d) = &dst {
+            new_dir.dentry.remove_child(&nname);
+            if exchange {
+                d.link.write().parent = Some(old_dir.dentry.clone());
+                crate::dentry::attach(old_dir.dentry.dir()?, d, &oname);
+            } else {
+                d.set_dead();
+            }
+        }
+        src.link.write().parent = Some(new_dir.dentry.clone());
+        crate::dentry::attach(new_ds, &src, &nname);
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            // The filesystem made a whiteout at the old name; show it.
+            if let Ok(inode) = old_dir.dentry.inode().lookup(&c, &oname) {
+                old_dir.dentry.insert_child(&oname, inode)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `readlinkat(2)`.
+    pub fn readlinkat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8]) -> Result<Vec<u8>> {
+        let vd = self.lookup(ctx, start, path, false, true)?;
+        if vd.dentry.file_type() != FileType::Symlink {
+            return Err(if path.is_empty() { Errno::ENOENT } else { Errno::EINVAL });
+        }
+        vd.dentry.inode().readlink()
+    }
+
+    /// The attributes of a location, with the mount's device and id.
+    pub fn stat_vd(&self, vd: &VirtualDentry) -> Statx {
+        let mut st = vd.dentry.inode().stat();
+        st.dev = vd.mount.fs().dev();
+        st.mnt_id = vd.mount.id();
+        st.mask |= StatxMask::MNT_ID;
+        st
+    }
+
+    /// `fstatat(2)` / `statx(2)`.
+    pub fn fstatat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: AtFlags) -> Result<Statx> {
+        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH - AtFlags::AT_NO_AUTOMOUNT).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        Ok(self.stat_vd(&vd))
+    }
+
+    /// `faccessat2(2)`.
+    pub fn faccessat2(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: AccessFlags, flags: AtFlags) -> Result<()> {
+        if !(mode - AccessFlags::R_OK - AccessFlags::W_OK - AccessFlags::X_OK).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        if !(flags - AtFlags::AT_EACCESS - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let cred = if flags.contains(AtFlags::AT_EACCESS) { ctx.cred.clone() } else { ctx.cred.for_access() };
+        let actx = PathCtx { cred: &cred, root: ctx.root, umask: ctx.umask };
+        let vd = self.lookup(&actx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        if mode.is_empty() {
+            return Ok(());
+        }
+        let want = May::from_bits_truncate(mode.bits());
+        let o = vd.dentry.inode().owner();
+        perm::check(&cred, o, want)?;
+        let ft = vd.dentry.file_type();
+        if want.contains(May::WRITE) && matches!(ft, FileType::Regular | FileType::Directory | FileType::Symlink) && vd.mount.is_readonly() {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
+    /// Applies `attr` to `vd` after the checks every setattr shares.
+    fn setattr_vd(&self, cred: &Credentials, vd: &VirtualDentry, attr: SetAttr) -> Result<()> {
+        vd.dentry.inode().setattr(&Ctx { cred }, &attr)
+    }
+
+    /// `chmod` on a location.
+    pub fn chmod_vd(&self, cred: &Credentials, vd: &VirtualDentry, mode: u32) -> Result<()> {
+        let _w = begin_write(vd)?;
+        let o = vd.dentry.inode().owner();
+        let m = perm::check_chmod(cred, o, mode)?;
+        self.setattr_vd(cred, vd, SetAttr { mode: Some(m), ..Default::default() })
+    }
+
+    /// `fchmodat(2)` (follows symbolic links).
+    pub fn fchmodat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32) -> Result<()> {
+        let vd = self.lookup(ctx, start, path, true, false)?;
+        self.chmod_vd(ctx.cred, &vd, mode)
+    }
+
+    /// `chown` on a location; `None` leaves an id as it is.
+    pub fn chown_vd(&self, cred: &Credentials, vd: &VirtualDentry, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        let _w = begin_write(vd)?;
+        let o = vd.dentry.inode().owner();
+        perm::check_chown(cred, o, uid, gid)?;
+        let mut attr = SetAttr { uid: uid.filter(|&u| u != o.uid), gid: gid.filter(|&g| g != o.gid), ..Default::default() };
+        if o.mode & S_IFMT != S_IFDIR {
+            let mut m = o.mode & !S_ISUID;
+            if m & S_ISGID != 0 && (m & S_IXGRP != 0 || (!cred.in_group(o.gid) && !cred.has(Caps::FSETID))) {
+                m &= !S_ISGID;
+            }
+            if m != o.mode {
+                attr.mode = Some(m & 0o7777);
+            }
+        }
+        if uid.is_some() || gid.is_some() || attr.mode.is_some() {
+            attr.ctime = Some(self.now());
+        }
+        self.setattr_vd(cred, vd, attr)
+    }
+
+    /// `fchownat(2)`.
+    pub fn fchownat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], uid: Option<u32>, gid: Option<u32>, flags: AtFlags) -> Result<()> {
+        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        self.chown_vd(ctx.cred, &vd, uid, gid)
+    }
+
+    /// Truncates a regular file (`do_truncate`), clearing set-id bits.
+    pub fn truncate_vd(&self, cred: &Credentials, vd: &VirtualDentry, len: u64) -> Result<()> {
+        let mut attr = SetAttr { size: Some(len), ..Default::default() };
+        let o = vd.dentry.inode().owner();
+        if let Some(m) = perm::mode_after_write(cred, o.mode) {
+            attr.mode = Some(m & 0o7777);
+        }
+        self.setattr_vd(cred, vd, attr)
+    }
+
+    /// `truncate(2)`.
+    pub fn truncate(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], len: i64) -> Result<()> {
+        if len < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let vd = self.lookup(ctx, start, path, true, false)?;
+        match vd.dentry.file_type() {
+            FileType::Directory => return Err(Errno::EISDIR),
+            FileType::Regular => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        let _w = begin_write(&vd)?;
+        perm::check(ctx.cred, vd.dentry.inode().owner(), May::WRITE)?;
+        self.truncate_vd(ctx.cred, &vd, len as u64)
+    }
+
+    /// `utimensat(2)`.
+    pub fn utimensat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], atime: TimeSpec, mtime: TimeSpec, flags: AtFlags) -> Result<()> {
+        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        self.utimes_vd(ctx.cred, &vd, atime, mtime)
+    }
+
+    /// Sets the times of a location.
+    pub fn utimes_vd(&self, cred: &Credentials, vd: &VirtualDentry, atime: TimeSpec, mtime: TimeSpec) -> Result<()> {
+        if atime == TimeSpec::Omit && mtime == TimeSpec::Omit {
+            return Ok(());
+        }
+        let _w = begin_write(vd)?;
+        let explicit = matches!(atime, TimeSpec::At(_)) || matches!(mtime, TimeSpec::At(_));
+        perm::check_utimes(cred, vd.dentry.inode().owner(), explicit)?;
+        let now = self.now();
+        let pick = |t: TimeSpec| match t {
+            TimeSpec::Omit => None,
+            TimeSpec::Now => Some(now),
+            TimeSpec::At(t) => Some(t),
+        };
+        self.setattr_vd(cred, vd, SetAttr { atime: pick(atime), mtime: pick(mtime), ctime: Some(now), ..Default::default() })
+    }
+
+    fn xattr_name(name: &[u8]) -> Result<()> {
+        if name.is_empty() || name.len() > XATTR_NAME_MAX {
+            return Err(Errno::ERANGE);
+        }
+        Ok(())
+    }
+
+    /// `getxattr(2)` / `lgetxattr(2)`.
+    pub fn getxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], follow: bool) -> Result<Vec<u8>> {
+        Self::xattr_name(name)?;
+        let vd = self.lookup(ctx, start, path, follow, false)?;
+        self.getxattr_vd(ctx.cred, &vd, name)
+    }
+
+    /// Reads an extended attribute of a location.
+    pub fn getxattr_vd(&self, cred: &Credentials, vd: &VirtualDentry, name: &[u8]) -> Result<Vec<u8>> {
+        perm::check_xattr(cred, vd.dentry.inode().owner(), name, false)?;
+        vd.dentry.inode().getxattr(name)
+    }
+
+    /// `setxattr(2)` / `lsetxattr(2)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], value: &[u8], flags: XattrFlags, follow: bool) -> Result<()> {
+        if !(flags - XattrFlags::XATTR_CREATE - XattrFlags::XATTR_REPLACE).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        Self::xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno::E2BIG);
+        }
+        let vd = self.lookup(ctx, start, path, follow, false)?;
+        self.setxattr_vd(ctx.cred, &vd, name, value, flags)
+    }
+
+    /// Sets an extended attribute of a location.
+    pub fn setxattr_vd(&self, cred: &Credentials, vd: &VirtualDentry, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        let _w = begin_write(vd)?;
+        perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
+        vd.dentry.inode().setxattr(name, value, flags)
+    }
+
+    /// `listxattr(2)` / `llistxattr(2)`: `trusted.*` names are shown only to `CAP_SYS_ADMIN`.
+    pub fn listxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], follow: bool) -> Result<Vec<Vec<u8>>> {
+        let vd = self.lookup(ctx, start, path, follow, false)?;
+        self.listxattr_vd(ctx.cred, &vd)
+    }
+
+    /// Lists the extended attributes of a location.
+    pub fn listxattr_vd(&self, cred: &Credentials, vd: &VirtualDentry) -> Result<Vec<Vec<u8>>> {
+        let mut names = match vd.dentry.inode().listxattr() {
+            Ok(n) => n,
+            Err(Errno::EOPNOTSUPP) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if !cred.has(Caps::SYS_ADMIN) {
+            names.retain(|n| !n.starts_with(b"trusted."));
+        }
+        Ok(names)
+    }
+
+    /// `removexattr(2)` / `lremovexattr(2)`.
+    pub fn removexattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], follow: bool) -> Result<()> {
+        Self::xattr_name(name)?;
+        let vd = self.lookup(ctx, start, path, follow, false)?;
+        let _w = begin_write(&vd)?;
+        perm::check_xattr(ctx.cred, vd.dentry.inode().owner(), name, true)?;
+        vd.dentry.inode().removexattr(name)
+    }
+
+    /// `openat2(2)`, which `open` and `openat` also use (with `strict`
+    /// false: unknown flags ignored, mode ignored without `O_CREAT`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn openat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: OpenFlags, mode: u32, resolve: ResolveFlags, strict: bool) -> Result<Arc<OpenFile>> {
+        let mut flags = flags;
+        let creating = flags.intersects(OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE);
+        if strict {
+            if !(flags - OpenFlags::VALID).is_empty() {
+                return Err(Errno::EINVAL);
+            }
+            if !(resolve - ResolveFlags::KNOWN).is_empty() {
+                return Err(Errno::EINVAL);
+            }
+            if resolve.contains(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT) {
+                return Err(Errno::EINVAL);
+            }
+            if (!creating && mode != 0) || mode & !0o7777 != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if flags.contains(OpenFlags::O_PATH) && !(flags - (OpenFlags::O_PATH | OpenFlags::O_DIRECTORY | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC)).is_empty() {
+                return Err(Errno::EINVAL);
+            }
+        } else {
+            flags &= OpenFlags::VALID;
+        }
+        let mode = if creating { mode & 0o7777 } else { 0 };
+        if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_DIRECTORY) {
+            return Err(Errno::EINVAL);
+        }
+        if resolve.contains(ResolveFlags::RESOLVE_CACHED) && flags.intersects(OpenFlags::O_TRUNC | OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE) {
+            return Err(Errno::EAGAIN);
+        }
+        if flags.contains(OpenFlags::__O_SYNC) {
+            flags |= OpenFlags::O_DSYNC;
+        }
+        if flags.contains(OpenFlags::__O_TMPFILE) {
+            if !flags.contains(OpenFlags::O_DIRECTORY) || flags.contains(OpenFlags::O_CREAT) || !flags.writable() {
+                return Err(Errno::EINVAL);
+            }
+            return self.open_tmpfile(ctx, start, path, flags, mode, resolve);
+        }
+        if flags.contains(OpenFlags::O_PATH) {
+            flags &= OpenFlags::O_DIRECTORY | OpenFlags::O_NOFOLLOW | OpenFlags::O_PATH;
+            if path.is_empty() {
+                return Err(Errno::ENOENT);
+            }
+            let w = self.walker(ctx, start, path, resolve)?;
+            let vd = w.resolve(!flags.contains(OpenFlags::O_NOFOLLOW), flags.contains(OpenFlags::O_DIRECTORY))?;
+            return Ok(OpenFile::new(vd, flags, None, ctx.cred.clone(), false));
+        }
+        if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_EXCL) {
+            flags |= OpenFlags::O_NOFOLLOW;
+        }
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let follow = !flags.contains(OpenFlags::O_NOFOLLOW);
+        let mut w = self.walker(ctx, start, path, resolve)?;
+        let mut created = false;
+        let target = loop {
+            let last = w.walk_to_last()?;
+            let name: NameBuf = match last {
+                Last::Root => break w.cur.clone(),
+                Last::Dot => break w.cur.clone(),
+                Last::DotDot => {
+                    w.dotdot()?;
+                    break w.cur.clone();
+                }
+                Last::Name(n) => n,
+            };
+            if !flags.contains(OpenFlags::O_CREAT) {
+                let child = w.lookup_child(&name)?;
+                if child.dentry.file_type() == FileType::Symlink && (follow || w.must_be_dir) {
+                    w.follow_link(&child)?;
+                    continue;
+                }
+                break child;
+            }
+            if w.must_be_dir {
+                return Err(Errno::EISDIR);
+            }
+            let parent = w.cur.clone();
+            let dir = parent.dentry.dir()?;
+            let op = dir.op.lock();
+            match child_locked(ctx.cred, &parent.dentry, &name)? {
+                Some(c) => {
+                    drop(op);
+                    let mut child = VirtualDentry::new(parent.mount.clone(), c);
+                    w.follow_mounts(&mut child)?;
+                    if child.dentry.file_type() == FileType::Symlink && follow {
+                        w.follow_link(&child)?;
+                        continue;
+                    }
+                    break child;
+                }
+                None => {
+                    let _wr = begin_write(&parent)?;
+                    may_create(ctx.cred, &parent.dentry)?;
+                    let (uid, gid, m) = perm::new_owner(ctx.cred, parent.dentry.inode().owner(), FileType::Regular, mode & !ctx.umask);
+                    let node = NewNode { ftype: FileType::Regular, mode: m, uid, gid, rdev: DevId::default(), target: &[] };
+                    let inode = parent.dentry.inode().create(&Ctx { cred: ctx.cred }, &name, &node)?;
+                    let d = parent.dentry.insert_child(&name, inode)?;
+                    created = true;
+                    break VirtualDentry::new(parent.mount.clone(), d);
+                }
+            }
+        };
+        if flags.contains(OpenFlags::O_CREAT) {
+            if flags.contains(OpenFlags::O_EXCL) && !created {
+                return Err(Errno::EEXIST);
+            }
+            if target.dentry.is_dir() {
+                return Err(Errno::EISDIR);
+            }
+        }
+        if (flags.contains(OpenFlags::O_DIRECTORY) || w.must_be_dir) && !target.dentry.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut want = perm::may_for_open(flags);
+        let mut truncate = false;
+        if created {
+            want = May::empty();
+            flags -= OpenFlags::O_TRUNC;
+        } else if flags.contains(OpenFlags::O_TRUNC) && target.dentry.file_type() == FileType::Regular {
+            target.mount.begin_write()?;
+            target.mount.end_write();
+            truncate = true;
+        }
+        self.do_open(ctx.cred, target, flags, want, truncate)
+    }
+
+    /// `may_open` + `vfs_open`: the checks on the file itself, then the open.
+    fn do_open(&self, cred: &Credentials, vd: VirtualDentry, flags: OpenFlags, want: May, truncate: bool) -> Result<Arc<OpenFile>> {
+        let ft = vd.dentry.file_type();
+        let special = matches!(ft, FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket);
+        match ft {
+            FileType::Symlink => return Err(Errno::ELOOP),
+            FileType::Directory => {
+                if want.contains(May::WRITE) {
+                    return Err(Errno::EISDIR);
+                }
+            }
+            FileType::CharDevice | FileType::BlockDevice => {
+                if vd.mount.flags().contains(MntFlags::NODEV) {
+                    return Err(Errno::EACCES);
+                }
+            }
+            _ => {}
+        }
+        let inode = vd.dentry.inode().clone();
+        perm::check(cred, inode.owner(), want)?;
+        if flags.contains(OpenFlags::O_NOATIME) && !perm::is_owner_or_capable(cred, inode.owner()) {
+            return Err(Errno::EPERM);
+        }
+        let writes = flags.writable() && !special;
+        if writes {
+            vd.mount.begin_write()?;
+        }
+        let res = (|| {
+            let ops = match ft {
+                FileType::CharDevice | FileType::BlockDevice => {
+                    let kind = if ft == FileType::CharDevice { DeviceKind::Char } else { DeviceKind::Block };
+                    self.devices.open(kind, inode.stat().rdev, flags)?
+                }
+                FileType::Socket => return Err(Errno::ENXIO),
+                _ => inode.clone().open(flags)?,
+            };
+            if truncate {
+                self.truncate_vd(cred, &vd, 0)?;
+            }
+            Ok(ops)
+        })();
+        match res {
+            Ok(ops) => Ok(OpenFile::new(vd, flags, Some(ops), cred.clone(), writes)),
+            Err(e) => {
+                if writes {
+                    vd.mount.end_write();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open_tmpfile(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: OpenFlags, mode: u32, resolve: ResolveFlags) -> Result<Arc<OpenFile>> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let dir = self.walker(ctx, start, path, resolve)?.resolve(true, true)?;
+        let _wr = begin_write(&dir)?;
+        may_create(ctx.cred, &dir.dentry)?;
+        let (uid, gid, m) = perm::new_owner(ctx.cred, dir.dentry.inode().owner(), FileType::Regular, mode & !ctx.umask);
+        let node = NewNode { ftype: FileType::Regular, mode: m, uid, gid, rdev: DevId::default(), target: &[] };
+        let inode = dir.dentry.inode().tmpfile(&Ctx { cred: ctx.cred }, &node)?;
+        let d = Dentry::new(inode, Some(dir.dentry.clone()), b"#tmpfile"[..].into());
+        d.set_dead();
+        if !flags.contains(OpenFlags::O_EXCL) {
+            d.set_linkable();
+        }
+        let vd = VirtualDentry::new(dir.mount.clone(), d);
+        self.do_open(ctx.cred, vd, flags - OpenFlags::__O_TMPFILE - OpenFlags::O_DIRECTORY, May::empty(), false)
+    }
+}

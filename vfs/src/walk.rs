@@ -1,0 +1,349 @@
+//! The one path walker.
+//!
+//! Every path of every system call is resolved here, so the edge cases of
+//! Linux's `fs/namei.c` are written once: `.` and `..` (clamped at the root,
+//! crossing mounts both ways), repeated and trailing slashes, symbolic links
+//! (40, then `ELOOP`), `NAME_MAX`, and the `openat2` `RESOLVE_*` scopes.
+//!
+//! The walker keeps a stack of path segments: the caller's path at the
+//! bottom, and a symbolic link's target pushed on top when one is followed,
+//! so there is no recursion. It stops before the last component
+//! ([`Walker::walk_to_last`]), which lets create-style calls act on the
+//! parent and the name, and lets `open` follow a final link and go on.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::abi::*;
+use crate::cred::Credentials;
+use crate::dentry::Dentry;
+use crate::inode::{Coherence, Ctx};
+use crate::mount::{MntFlags, VirtualDentry};
+use crate::perm::{self, May};
+use crate::Vfs;
+
+/// A name short enough to stay on the stack.
+pub type NameBuf = SmallVec<[u8; 32]>;
+
+/// The kind of the last component of a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Last {
+    /// The path ended at a directory with no final name (`/`, or a symlink to `/`).
+    Root,
+    /// `.`
+    Dot,
+    /// `..`
+    DotDot,
+    /// A name.
+    Name(NameBuf),
+}
+
+struct Seg<'p> {
+    buf: Cow<'p, [u8]>,
+    pos: usize,
+}
+
+/// Options of one walk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalkFlags {
+    /// `openat2` scopes.
+    pub resolve: ResolveFlags,
+}
+
+/// A path walk in progress.
+pub struct Walker<'a, 'p> {
+    vfs: &'a Vfs,
+    cred: &'a Credentials,
+    /// The root `..` stops at and absolute paths start from.
+    root: VirtualDentry,
+    /// The current directory of the walk.
+    pub cur: VirtualDentry,
+    segs: SmallVec<[Seg<'p>; 4]>,
+    links: u32,
+    resolve: ResolveFlags,
+    /// A trailing slash was seen on the final component (of the path or of a
+    /// followed link): the result must be a directory.
+    pub must_be_dir: bool,
+}
+
+impl<'a, 'p> Walker<'a, 'p> {
+    /// Starts a walk of `path` from `start`, with `root` as the process root.
+    /// Checks the path length and the starting point as `path_init` does.
+    pub fn new(
+        vfs: &'a Vfs,
+        cred: &'a Credentials,
+        root: &VirtualDentry,
+        start: &VirtualDentry,
+        path: &'p [u8],
+        flags: WalkFlags,
+    ) -> Result<Walker<'a, 'p>> {
+        if path.len() >= PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let resolve = flags.resolve;
+        let scoped = resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
+        let root = if scoped { start.clone() } else { root.clone() };
+        let mut w = Walker {
+            vfs,
+            cred,
+            root,
+            cur: start.clone(),
+            segs: SmallVec::new(),
+            links: 0,
+            resolve,
+            must_be_dir: false,
+        };
+        if path.first() == Some(&b'/') {
+            w.jump_root()?;
+        } else if !path.is_empty() && !w.cur.dentry.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        w.segs.push(Seg { buf: Cow::Borrowed(path), pos: 0 });
+        Ok(w)
+    }
+
+    /// The root this walk is confined to.
+    pub fn root(&self) -> &VirtualDentry {
+        &self.root
+    }
+
+    fn jump_root(&mut self) -> Result<()> {
+        if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
+            return Err(Errno::EXDEV);
+        }
+        if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) && !Arc::ptr_eq(&self.cur.mount, &self.root.mount) {
+            return Err(Errno::EXDEV);
+        }
+        self.cur = self.root.clone();
+        Ok(())
+    }
+
+    /// Whether every remaining segment holds only slashes.
+    fn rest_is_empty(&self) -> bool {
+        self.segs.iter().all(|s| s.buf[s.pos..].iter().all(|&b| b == b'/'))
+    }
+
+    /// Takes the next component: its bytes and whether it is the last one.
+    fn next_component(&mut self) -> Option<(NameBuf, bool)> {
+        loop {
+            let seg = self.segs.last_mut()?;
+            let bytes = &seg.buf[..];
+            let mut i = seg.pos;
+            while i < bytes.len() && bytes[i] == b'/' {
+                i += 1;
+            }
+            if i == bytes.len() {
+                self.segs.pop();
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i] != b'/' {
+                i += 1;
+            }
+            let name: NameBuf = SmallVec::from_slice(&bytes[start..i]);
+            let slash = i < bytes.len();
+            seg.pos = i;
+            let last = self.rest_is_empty();
+            if last && slash {
+                self.must_be_dir = true;
+            }
+            if last {
+                self.segs.clear();
+            }
+            return Some((name, last));
+        }
+    }
+
+    /// Checks that the current node is a directory we may search.
+    #[inline]
+    fn may_lookup(&self) -> Result<()> {
+        let d = &self.cur.dentry;
+        if !d.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let o = d.inode().owner();
+        // Fast path: search allowed to everyone, or we are root-capable.
+        if o.mode & 0o111 == 0o111 {
+            return Ok(());
+        }
+        perm::check(self.cred, o, May::EXEC)
+    }
+
+    /// Walks every component but the last, following links on the way.
+    /// Returns the last component; `self.cur` is its directory.
+    pub fn walk_to_last(&mut self) -> Result<Last> {
+        loop {
+            let Some((name, last)) = self.next_component() else {
+                return Ok(Last::Root);
+            };
+            self.may_lookup()?;
+            if last {
+                return Ok(match &name[..] {
+                    b"." => Last::Dot,
+                    b".." => Last::DotDot,
+                    _ => Last::Name(name),
+                });
+            }
+            match &name[..] {
+                b"." => {}
+                b".." => self.dotdot()?,
+                _ => {
+                    let child = self.lookup_child(&name)?;
+                    if child.dentry.file_type() == FileType::Symlink {
+                        self.follow_link(&child)?;
+                    } else {
+                        self.cur = child;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks `name` up in the current directory and crosses any mount on it.
+    pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let dentry = lookup_in(self.cred, &self.cur.dentry, name)?;
+        let mut vd = VirtualDentry { mount: self.cur.mount.clone(), dentry };
+        self.follow_mounts(&mut vd)?;
+        Ok(vd)
+    }
+
+    /// Moves from a mount point to whatever is mounted on it, repeatedly.
+    pub fn follow_mounts(&self, vd: &mut VirtualDentry) -> Result<()> {
+        while vd.dentry.is_mountpoint() {
+            match self.vfs.mount_at(&vd.mount, &vd.dentry) {
+                Some(m) => {
+                    if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
+                        return Err(Errno::EXDEV);
+                    }
+                    vd.dentry = m.root().clone();
+                    vd.mount = m;
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// `..`: stays at the root, climbs out of mount roots, then goes to the parent.
+    pub fn dotdot(&mut self) -> Result<()> {
+        let orig = self.cur.clone();
+        loop {
+            if self.cur.same(&self.root) {
+                if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
+                    return Err(Errno::EXDEV);
+                }
+                return Ok(());
+            }
+            if !self.cur.is_mount_root() {
+                break;
+            }
+            match self.cur.mount.parent() {
+                Some((pm, mp)) => {
+                    if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
+                        return Err(Errno::EXDEV);
+                    }
+                    self.cur = VirtualDentry { mount: pm, dentry: mp };
+                }
+                None => {
+                    // The top of the tree: like the root, `..` stays put.
+                    if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
+                        return Err(Errno::EXDEV);
+                    }
+                    let mut vd = orig;
+                    self.follow_mounts(&mut vd)?;
+                    self.cur = vd;
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(p) = self.cur.dentry.parent() {
+            self.cur.dentry = p;
+        }
+        let mut vd = self.cur.clone();
+        self.follow_mounts(&mut vd)?;
+        self.cur = vd;
+        Ok(())
+    }
+
+    /// Follows the symbolic link `link`: pushes its target (jumping to the
+    /// root for an absolute one). The current directory stays the link's
+    /// directory, so a relative target resolves from there.
+    pub fn follow_link(&mut self, link: &VirtualDentry) -> Result<()> {
+        if self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
+            return Err(Errno::ELOOP);
+        }
+        if link.mount.flags().contains(MntFlags::NOSYMFOLLOW) {
+            return Err(Errno::ELOOP);
+        }
+        if self.links >= MAXSYMLINKS {
+            return Err(Errno::ELOOP);
+        }
+        self.links += 1;
+        let target = link.dentry.inode().readlink()?;
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target[0] == b'/' {
+            self.jump_root()?;
+        }
+        self.segs.push(Seg { buf: Cow::Owned(target), pos: 0 });
+        Ok(())
+    }
+
+    /// Resolves the whole path. `follow` follows a final symbolic link (a
+    /// trailing slash forces it); the result must be a directory when a
+    /// trailing slash was given or `must_be_dir` is set.
+    pub fn resolve(mut self, follow: bool, must_be_dir: bool) -> Result<VirtualDentry> {
+        loop {
+            match self.walk_to_last()? {
+                Last::Root => break,
+                Last::Dot => {}
+                Last::DotDot => self.dotdot()?,
+                Last::Name(name) => {
+                    let child = self.lookup_child(&name)?;
+                    if child.dentry.file_type() == FileType::Symlink && (follow || self.must_be_dir) {
+                        self.follow_link(&child)?;
+                        continue;
+                    }
+                    self.cur = child;
+                    break;
+                }
+            }
+        }
+        if (must_be_dir || self.must_be_dir) && !self.cur.dentry.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(self.cur)
+    }
+}
+
+/// Looks `name` up among the children of `dir`, asking the filesystem on a
+/// miss unless the directory is authoritative.
+pub(crate) fn lookup_in(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Arc<Dentry>> {
+    let coherence = if let Some(c) = dir.cached_child(name) {
+        let coh = dir.inode().coherence();
+        if coh != Coherence::Revalidate || dir.inode().revalidate(&Ctx { cred }, name, c.inode()) {
+            return Ok(c);
+        }
+        coh
+    } else {
+        dir.inode().coherence()
+    };
+    if coherence == Coherence::Authoritative {
+        return Err(Errno::ENOENT);
+    }
+    let ds = dir.dir()?;
+    let _op = ds.op.lock();
+    if coherence == Coherence::Revalidate {
+        dir.remove_child(name);
+    } else if let Some(c) = dir.cached_child(name) {
+        return Ok(c);
+    }
+    let inode = dir.inode().lookup(&Ctx { cred }, name)?;
+    dir.insert_child(name, inode)
+}
