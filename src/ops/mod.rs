@@ -5,7 +5,7 @@
 //! - [`parse`]: the script text to typed [`parse::Op`]s;
 //! - [`backend`]: the [`Backend`] trait, one method per system call;
 //! - [`run`]: the interpreter (handles, output lines);
-//! - [`format`] and [`mountinfo`]: how results are printed;
+//! - [`format`](mod@format) and [`mountinfo`]: how results are printed;
 //! - [`linux`]: the host-kernel backend, run in a throw-away mount namespace.
 
 pub mod backend;
