@@ -17,6 +17,21 @@ pub trait ReadAt {
     /// # Errors
     /// Whatever the store fails with.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// Lends up to `len` bytes at `offset` in place, for a store that holds
+    /// them in memory; `None` (the default) means "use `read_at`". Shorter
+    /// than `len` only at the end of the store.
+    ///
+    /// The verifier then hashes the bytes where they lie and copies them out
+    /// while they are still in the CPU cache, instead of copying from main
+    /// memory first: that saves most of a copy's cost on every read. The
+    /// bytes must not change while lent (which `&self` guarantees unless the
+    /// store uses interior mutability), or the caller could be handed bytes
+    /// other than those that were verified.
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
 }
 
 impl ReadAt for [u8] {
@@ -31,11 +46,20 @@ impl ReadAt for [u8] {
         buf[..n].copy_from_slice(&src[..n]);
         Ok(n)
     }
+
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let src = self.get(usize::try_from(offset).ok()?..)?;
+        Some(&src[..src.len().min(len)])
+    }
 }
 
 impl ReadAt for Vec<u8> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.as_slice().read_at(offset, buf)
+    }
+
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.as_slice().peek(offset, len)
     }
 }
 
@@ -43,17 +67,29 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         (**self).read_at(offset, buf)
     }
+
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).peek(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         (**self).read_at(offset, buf)
     }
+
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).peek(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         (**self).read_at(offset, buf)
+    }
+
+    fn peek(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        (**self).peek(offset, len)
     }
 }
 

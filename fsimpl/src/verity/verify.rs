@@ -193,60 +193,106 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
             return Ok(0);
         }
         let bs = self.desc.params.block_size() as u64;
-        let ds = self.desc.params.alg().digest_size();
-        let per = self.desc.params.hashes_per_block() as u64;
         let end = size.min(offset.saturating_add(buf.len() as u64));
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        // Only the first and the last block can be partly wanted.
+        let whole = |k: u64| k * bs >= offset && (size.min((k + 1) * bs)) <= end;
         let mut scratch: Vec<u8> = Vec::new();
         // The level-0 tree block in use: consecutive data blocks share it.
         let mut leaf: Option<(u64, Arc<[u8]>)> = None;
-        for index in offset / bs..=(end - 1) / bs {
+        let mut index = first;
+        while index <= last {
             let block_start = index * bs;
-            let block_len = (size - block_start).min(bs) as usize;
-            let from = offset.max(block_start);
-            let to = end.min(block_start + block_len as u64);
-            let piece = (from - offset) as usize..(to - offset) as usize;
-            // A block the caller wants whole is read straight into its buffer
-            // and hashed there; otherwise through a scratch block.
-            let whole = from == block_start && to == block_start + block_len as u64;
-            let got = if whole {
-                read_full(&self.data, block_start, &mut buf[piece.clone()])
-            } else {
-                scratch.resize(block_len, 0);
-                read_full(&self.data, block_start, &mut scratch)
-            }
-            .map_err(VerityError::Io)?;
-            if got != block_len {
-                return Err(VerityError::DataBlock { index });
-            }
-            let block: &[u8] = if whole { &buf[piece.clone()] } else { &scratch };
-            let actual = self.hasher.hash_block(block, bs as usize);
-            let ok = if self.layout.levels().is_empty() {
-                actual == self.desc.root_hash
-            } else {
-                let leaf_index = index / per;
-                let tb = match &leaf {
-                    Some((i, b)) if *i == leaf_index => b.clone(),
-                    _ => {
-                        let b = self.tree_block(0, leaf_index)?;
-                        leaf = Some((leaf_index, b.clone()));
-                        b
+            if whole(index) {
+                // A run of wanted blocks is hashed where the store keeps it
+                // and then copied, or else read straight into the caller's
+                // buffer with one call and hashed there.
+                let mut run_end = index + 1;
+                while run_end <= last && whole(run_end) {
+                    run_end += 1;
+                }
+                let span =
+                    (block_start - offset) as usize..(size.min(run_end * bs) - offset) as usize;
+                if let Some(src) = self.data.peek(block_start, span.len()) {
+                    for k in index..run_end {
+                        let at = ((k - index) * bs) as usize;
+                        let len = (size - k * bs).min(bs) as usize;
+                        let Some(block) = src.get(at..at + len) else {
+                            return Err(VerityError::DataBlock { index: k });
+                        };
+                        self.check_data_block(k, block, &mut leaf)?;
+                        buf[span.start + at..span.start + at + len].copy_from_slice(block);
                     }
-                };
-                let at = (index % per) as usize * ds;
-                tb.get(at..at + ds) == Some(actual.as_bytes())
-            };
-            if !ok {
-                return Err(VerityError::DataBlock { index });
-            }
-            if !whole {
+                } else {
+                    let got = read_full(&self.data, block_start, &mut buf[span.clone()])
+                        .map_err(VerityError::Io)?;
+                    for k in index..run_end {
+                        let at = ((k - index) * bs) as usize;
+                        let len = (size - k * bs).min(bs) as usize;
+                        if got < at + len {
+                            return Err(VerityError::DataBlock { index: k });
+                        }
+                        let block = &buf[span.start + at..span.start + at + len];
+                        self.check_data_block(k, block, &mut leaf)?;
+                    }
+                }
+                index = run_end;
+            } else {
+                let block_len = (size - block_start).min(bs) as usize;
+                scratch.resize(block_len, 0);
+                let got =
+                    read_full(&self.data, block_start, &mut scratch).map_err(VerityError::Io)?;
+                if got != block_len {
+                    return Err(VerityError::DataBlock { index });
+                }
+                self.check_data_block(index, &scratch, &mut leaf)?;
+                let from = offset.max(block_start);
+                let to = end.min(block_start + block_len as u64);
                 let skip = (from - block_start) as usize;
-                buf[piece.clone()].copy_from_slice(&scratch[skip..skip + piece.len()]);
-            }
-            if index + 1 == self.layout.data_blocks() {
-                self.check_not_extended()?;
+                let n = (to - from) as usize;
+                let dst = (from - offset) as usize;
+                buf[dst..dst + n].copy_from_slice(&scratch[skip..skip + n]);
+                index += 1;
             }
         }
+        if last + 1 == self.layout.data_blocks() {
+            self.check_not_extended()?;
+        }
         Ok((end - offset) as usize)
+    }
+
+    /// Checks data block `index` (unpadded) against its tree entry; `leaf`
+    /// carries the last level-0 block used between calls.
+    fn check_data_block(
+        &self,
+        index: u64,
+        block: &[u8],
+        leaf: &mut Option<(u64, Arc<[u8]>)>,
+    ) -> Result<(), VerityError> {
+        let bs = self.desc.params.block_size();
+        let ds = self.desc.params.alg().digest_size();
+        let per = self.desc.params.hashes_per_block() as u64;
+        let actual = self.hasher.hash_block(block, bs);
+        let ok = if self.layout.levels().is_empty() {
+            actual == self.desc.root_hash
+        } else {
+            let leaf_index = index / per;
+            let tb = match leaf {
+                Some((i, b)) if *i == leaf_index => b.clone(),
+                _ => {
+                    let b = self.tree_block(0, leaf_index)?;
+                    *leaf = Some((leaf_index, b.clone()));
+                    b
+                }
+            };
+            let at = (index % per) as usize * ds;
+            tb.get(at..at + ds) == Some(actual.as_bytes())
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(VerityError::DataBlock { index })
+        }
     }
 
     /// Verifies `len` bytes from `offset` without keeping them.
