@@ -14,23 +14,18 @@ pub mod linux;
 pub mod mountinfo;
 pub mod parse;
 pub mod run;
+pub mod tessera;
 
 pub use backend::Backend;
 pub use parse::{parse_script, Script, ScriptError};
 pub use run::{run_collect, run_source, Outcome};
-
-// The lead wires Tessera's own backend here: add `pub mod tessera;` above and
-// make `tessera_backend` below return it.
 
 /// A fresh Tessera backend in the spec's starting state (empty tmpfs root with
 /// mode 0755, umask 0022, all ids 0, no descriptors).
 ///
 /// # Errors
 ///
-/// A message when Tessera's backend is not available in this build.
-///
-/// >>> PLACEHOLDER: until `src/ops/tessera.rs` exists this always returns
-/// >>> `Err`. This is the single function to change when it lands.
+/// A message when the starting state cannot be built.
 pub fn tessera_backend() -> Result<Box<dyn Backend>, String> {
-    Err("Tessera backend not wired yet (src/ops/mod.rs: tessera_backend)".to_string())
+    tessera::TesseraBackend::new().map(|b| Box::new(b) as Box<dyn Backend>).map_err(|e| format!("cannot build Tessera's starting state: {e}"))
 }

@@ -389,10 +389,10 @@ impl Vfs {
         src.link.write().parent = Some(new_dir.dentry.clone());
         crate::dentry::attach(new_ds, &src, &nname);
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            // The filesystem made a whiteout at the old name; show it.
-            if let Ok(inode) = old_dir.dentry.inode().lookup(&c, &oname) {
-                old_dir.dentry.insert_child(&oname, inode)?;
-            }
+            // A whiteout is a character device 0:0 owned by the caller.
+            let node = NewNode { ftype: FileType::CharDevice, mode: 0, uid: ctx.cred.fsuid, gid: ctx.cred.fsgid, rdev: DevId::default(), target: &[] };
+            let inode = old_dir.dentry.inode().create(&c, &oname, &node)?;
+            old_dir.dentry.insert_child(&oname, inode)?;
         }
         Ok(())
     }

@@ -460,15 +460,11 @@ impl Process {
         let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
         let vd = self.vfs.lookup(&ctx, &st.cwd, target, !flags.contains(UmountFlags::UMOUNT_NOFOLLOW), false)?;
         let ns = self.namespace();
-        // Our own snapshot holds the root and cwd: they count as the caller's
-        // references only if they are the very mount being unmounted.
+        // References this call holds itself: the resolved location, and the
+        // snapshot's copies of root and cwd when they are in that mount (the
+        // process state's own copies still count, and make it busy).
         let own = 1 + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount)) + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
-        let in_use_by_us = own - 1;
         drop(ctx);
-        let busy_root_or_cwd = in_use_by_us > 0 && !flags.contains(UmountFlags::MNT_DETACH);
-        if busy_root_or_cwd {
-            return Err(Errno::EBUSY);
-        }
         let expiring = flags.contains(UmountFlags::MNT_EXPIRE);
         if expiring && !vd.mount.mark_expiry() {
             return Err(Errno::EAGAIN);

@@ -1,0 +1,573 @@
+//! tmpfs: a memory filesystem whose dentries are authoritative.
+//!
+//! The directory tree itself is the VFS's dentry tree (a miss is `ENOENT`);
+//! tmpfs keeps inodes: attributes, link counts, file pages, symlink targets,
+//! extended attributes and FIFO buffers, and it accounts for the `size=` and
+//! `nr_inodes=` limits.
+//!
+//! # Locking
+//!
+//! Each inode has one `meta` lock (attributes) and, for regular files, one
+//! `data` lock (pages and size), taken in the order `data` → `meta`. The
+//! filesystem's counters are atomics. Nothing is held across a call out.
+
+mod file;
+mod pipe;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use tessera_vfs::abi::*;
+use tessera_vfs::fstype::{parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem};
+use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, NewNode};
+use tessera_vfs::perm::Owner;
+use tessera_vfs::Clock;
+
+pub use file::PAGE_SIZE;
+use file::FileData;
+
+/// The magic number `statfs` reports.
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// The size tmpfs gives each directory entry (`BOGO_DIRENT_SIZE`).
+const BOGO_DIRENT_SIZE: u64 = 20;
+
+/// The `tmpfs` filesystem type.
+pub struct TmpfsType {
+    total_memory: u64,
+}
+
+impl TmpfsType {
+    /// A tmpfs type that takes `size=N%` as a share of `total_memory` bytes.
+    pub fn new(total_memory: u64) -> TmpfsType {
+        TmpfsType { total_memory }
+    }
+}
+
+impl Default for TmpfsType {
+    fn default() -> Self {
+        TmpfsType::new(8 << 30)
+    }
+}
+
+/// Mount options of one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limits {
+    /// Most pages of file data, 0 for none.
+    max_pages: u64,
+    /// Most inodes, 0 for none.
+    max_inodes: u64,
+}
+
+fn parse_size_opt(v: &str, total: u64) -> Result<u64> {
+    if let Some(p) = v.strip_suffix('%') {
+        let pct = parse_number(p).ok_or(Errno::EINVAL)?;
+        if pct > 100 {
+            return Err(Errno::EINVAL);
+        }
+        return Ok(total / 100 * pct);
+    }
+    parse_size(v).ok_or(Errno::EINVAL)
+}
+
+impl FilesystemType for TmpfsType {
+    fn name(&self) -> &str {
+        "tmpfs"
+    }
+
+    fn options(&self) -> FsTypeOptions {
+        FsTypeOptions { allow_user_mount: true, allow_user_list: true, nodev: true }
+    }
+
+    fn mount(&self, req: &MountRequest<'_>) -> Result<NewFilesystem> {
+        let mut d: MountData = req.data.clone();
+        let size = d.take_value("size")?.map(|v| parse_size_opt(&v, self.total_memory)).transpose()?;
+        let blocks = d.take_value("nr_blocks")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
+        let inodes = d.take_value("nr_inodes")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
+        let mode = d.take_value("mode")?.map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL)).transpose()?;
+        let uid = d.take_value("uid")?.map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL)).transpose()?;
+        let gid = d.take_value("gid")?.map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL)).transpose()?;
+        for (k, _) in [("huge", ()), ("mpol", ()), ("inode32", ()), ("inode64", ()), ("noswap", ())] {
+            d.take(k);
+        }
+        d.finish()?;
+        let max_pages = match (size, blocks) {
+            (Some(s), _) => s.div_ceil(PAGE_SIZE as u64),
+            (None, Some(b)) => b,
+            (None, None) => 0,
+        };
+        let fs = Arc::new(TmpfsFs {
+            limits: RwLock::new(Limits { max_pages, max_inodes: inodes.unwrap_or(0) }),
+            used_pages: AtomicU64::new(0),
+            used_inodes: AtomicU64::new(0),
+            next_ino: AtomicU64::new(1),
+            clock: req.vfs.clock(),
+            root_mode: mode.unwrap_or(0o1777) & 0o7777,
+            root_uid: uid.unwrap_or(0),
+            root_gid: gid.unwrap_or(0),
+        });
+        let node = NewNode {
+            ftype: FileType::Directory,
+            mode: fs.root_mode,
+            uid: fs.root_uid,
+            gid: fs.root_gid,
+            rdev: DevId::default(),
+            target: &[],
+        };
+        let root = TmpInode::new(&fs, &node)?;
+        root.meta.write().nlink = 2;
+        Ok(NewFilesystem { ops: fs, root })
+    }
+}
+
+/// One tmpfs instance.
+pub struct TmpfsFs {
+    limits: RwLock<Limits>,
+    used_pages: AtomicU64,
+    used_inodes: AtomicU64,
+    next_ino: AtomicU64,
+    clock: Arc<dyn Clock>,
+    root_mode: u32,
+    root_uid: u32,
+    root_gid: u32,
+}
+
+impl TmpfsFs {
+    fn now(&self) -> Timespec {
+        self.clock.now()
+    }
+
+    /// Takes `n` pages from the size limit; false when it would be exceeded.
+    pub(crate) fn reserve_pages(&self, n: u64) -> bool {
+        let max = self.limits.read().max_pages;
+        if max == 0 {
+            self.used_pages.fetch_add(n, Ordering::Relaxed);
+            return true;
+        }
+        self.used_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u + n <= max).then_some(u + n)).is_ok()
+    }
+
+    pub(crate) fn release_pages(&self, n: u64) {
+        self.used_pages.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn reserve_inode(&self) -> Result<()> {
+        let max = self.limits.read().max_inodes;
+        if max == 0 {
+            self.used_inodes.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.used_inodes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < max).then_some(u + 1))
+            .map(|_| ())
+            .map_err(|_| Errno::ENOSPC)
+    }
+
+    fn release_inode(&self) {
+        self.used_inodes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl FilesystemOps for TmpfsFs {
+    fn statfs(&self) -> Result<Statfs> {
+        let l = *self.limits.read();
+        let used = self.used_pages.load(Ordering::Relaxed);
+        let iused = self.used_inodes.load(Ordering::Relaxed);
+        let (blocks, bfree) = if l.max_pages == 0 { (0, 0) } else { (l.max_pages, l.max_pages.saturating_sub(used)) };
+        let (files, ffree) = if l.max_inodes == 0 { (0, 0) } else { (l.max_inodes, l.max_inodes.saturating_sub(iused)) };
+        Ok(Statfs { fs_type: TMPFS_MAGIC, bsize: PAGE_SIZE as u64, blocks, bfree, bavail: bfree, files, ffree, namelen: NAME_MAX as u64, flags: 0 })
+    }
+
+    fn show_options(&self) -> String {
+        let l = *self.limits.read();
+        let mut parts = Vec::new();
+        if l.max_pages != 0 {
+            parts.push(format!("size={}k", l.max_pages * (PAGE_SIZE as u64 / 1024)));
+        }
+        if l.max_inodes != 0 {
+            parts.push(format!("nr_inodes={}", l.max_inodes));
+        }
+        if self.root_mode != 0o1777 {
+            parts.push(format!("mode={:o}", self.root_mode));
+        }
+        if self.root_uid != 0 {
+            parts.push(format!("uid={}", self.root_uid));
+        }
+        if self.root_gid != 0 {
+            parts.push(format!("gid={}", self.root_gid));
+        }
+        parts.push("inode64".to_string());
+        parts.join(",")
+    }
+
+    fn remount(&self, data: &MountData) -> Result<()> {
+        let mut d = data.clone();
+        let size = d.take_value("size")?.map(|v| parse_size_opt(&v, 8 << 30)).transpose()?;
+        let inodes = d.take_value("nr_inodes")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
+        d.finish()?;
+        let mut l = self.limits.write();
+        if let Some(s) = size {
+            let pages = s.div_ceil(PAGE_SIZE as u64);
+            if pages != 0 && pages < self.used_pages.load(Ordering::Relaxed) {
+                return Err(Errno::EINVAL);
+            }
+            l.max_pages = pages;
+        }
+        if let Some(n) = inodes {
+            if n != 0 && n < self.used_inodes.load(Ordering::Relaxed) {
+                return Err(Errno::EINVAL);
+            }
+            l.max_inodes = n;
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Attributes of an inode.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    atime: Timespec,
+    mtime: Timespec,
+    ctime: Timespec,
+    /// Entries of a directory (for its size).
+    entries: u32,
+}
+
+enum Data {
+    Regular(RwLock<FileData>),
+    Symlink(Box<[u8]>),
+    Fifo(Arc<pipe::Pipe>),
+    Other,
+}
+
+/// A tmpfs inode.
+pub struct TmpInode {
+    fs: Weak<TmpfsFs>,
+    ino: u64,
+    ftype: FileType,
+    rdev: DevId,
+    meta: RwLock<Meta>,
+    data: Data,
+    xattrs: Mutex<Option<Box<BTreeMap<Box<[u8]>, Box<[u8]>>>>>,
+}
+
+impl TmpInode {
+    fn new(fs: &Arc<TmpfsFs>, node: &NewNode<'_>) -> Result<Arc<TmpInode>> {
+        fs.reserve_inode()?;
+        let now = fs.now();
+        let data = match node.ftype {
+            FileType::Regular => Data::Regular(RwLock::new(FileData::default())),
+            FileType::Symlink => Data::Symlink(node.target.into()),
+            FileType::Fifo => Data::Fifo(Arc::new(pipe::Pipe::default())),
+            _ => Data::Other,
+        };
+        Ok(Arc::new(TmpInode {
+            fs: Arc::downgrade(fs),
+            ino: fs.next_ino.fetch_add(1, Ordering::Relaxed),
+            ftype: node.ftype,
+            rdev: node.rdev,
+            meta: RwLock::new(Meta {
+                mode: node.ftype.mode_bits() | (node.mode & 0o7777),
+                uid: node.uid,
+                gid: node.gid,
+                nlink: if node.ftype == FileType::Directory { 2 } else { 1 },
+                atime: now,
+                mtime: now,
+                ctime: now,
+                entries: 0,
+            }),
+            data,
+            xattrs: Mutex::new(None),
+        }))
+    }
+
+    fn fs(&self) -> Result<Arc<TmpfsFs>> {
+        self.fs.upgrade().ok_or(Errno::EIO)
+    }
+
+    fn now(&self) -> Timespec {
+        self.fs.upgrade().map(|f| f.now()).unwrap_or_default()
+    }
+
+    /// Marks a change of this directory's entries (mtime, ctime, size, link count).
+    fn dir_changed(&self, entries: i32, links: i32) {
+        let now = self.now();
+        let mut m = self.meta.write();
+        m.mtime = now;
+        m.ctime = now;
+        m.entries = m.entries.saturating_add_signed(entries);
+        m.nlink = m.nlink.saturating_add_signed(links);
+    }
+
+    fn touch_ctime(&self, links: i32) {
+        let now = self.now();
+        let mut m = self.meta.write();
+        m.ctime = now;
+        m.nlink = m.nlink.saturating_add_signed(links);
+    }
+
+    fn downcast(i: &Arc<dyn Inode>) -> Result<&TmpInode> {
+        i.as_any().downcast_ref::<TmpInode>().ok_or(Errno::EXDEV)
+    }
+
+    fn size(&self) -> u64 {
+        match &self.data {
+            Data::Regular(d) => d.read().size,
+            Data::Symlink(t) => t.len() as u64,
+            _ if self.ftype == FileType::Directory => self.meta.read().entries as u64 * BOGO_DIRENT_SIZE,
+            _ => 0,
+        }
+    }
+
+    fn blocks(&self) -> u64 {
+        match &self.data {
+            Data::Regular(d) => d.read().pages.len() as u64 * (PAGE_SIZE as u64 / 512),
+            _ => 0,
+        }
+    }
+}
+
+impl Drop for TmpInode {
+    fn drop(&mut self) {
+        if let Some(fs) = self.fs.upgrade() {
+            if let Data::Regular(d) = &mut self.data {
+                fs.release_pages(d.get_mut().pages_held());
+            }
+            fs.release_inode();
+        }
+    }
+}
+
+impl Inode for TmpInode {
+    fn file_type(&self) -> FileType {
+        self.ftype
+    }
+
+    fn owner(&self) -> Owner {
+        let m = self.meta.read();
+        Owner { mode: m.mode, uid: m.uid, gid: m.gid }
+    }
+
+    fn stat(&self) -> Statx {
+        let size = self.size();
+        let blocks = self.blocks();
+        let m = self.meta.read();
+        Statx {
+            mask: StatxMask::BASIC_STATS,
+            blksize: PAGE_SIZE as u32,
+            nlink: m.nlink,
+            uid: m.uid,
+            gid: m.gid,
+            mode: m.mode,
+            ino: self.ino,
+            size,
+            blocks,
+            atime: m.atime,
+            btime: Timespec::default(),
+            ctime: m.ctime,
+            mtime: m.mtime,
+            rdev: self.rdev,
+            dev: DevId::default(),
+            mnt_id: 0,
+        }
+    }
+
+    fn setattr(&self, _ctx: &Ctx<'_>, attr: &SetAttr) -> Result<()> {
+        let now = self.now();
+        if let Some(size) = attr.size {
+            let Data::Regular(d) = &self.data else { return Err(Errno::EINVAL) };
+            let fs = self.fs()?;
+            d.write().truncate(&fs, size);
+            let mut m = self.meta.write();
+            m.mtime = now;
+            m.ctime = now;
+        }
+        let mut m = self.meta.write();
+        if let Some(mode) = attr.mode {
+            m.mode = (m.mode & S_IFMT) | (mode & 0o7777);
+        }
+        if let Some(u) = attr.uid {
+            m.uid = u;
+        }
+        if let Some(g) = attr.gid {
+            m.gid = g;
+        }
+        if let Some(t) = attr.atime {
+            m.atime = t;
+        }
+        if let Some(t) = attr.mtime {
+            m.mtime = t;
+        }
+        m.ctime = attr.ctime.unwrap_or(now);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn create(&self, _ctx: &Ctx<'_>, _name: &[u8], new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
+        let fs = self.fs()?;
+        let inode = TmpInode::new(&fs, new)?;
+        self.dir_changed(1, if new.ftype == FileType::Directory { 1 } else { 0 });
+        Ok(inode)
+    }
+
+    fn tmpfile(&self, _ctx: &Ctx<'_>, new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
+        let fs = self.fs()?;
+        let inode = TmpInode::new(&fs, new)?;
+        inode.meta.write().nlink = 0;
+        Ok(inode)
+    }
+
+    fn link(&self, _ctx: &Ctx<'_>, _name: &[u8], target: &Arc<dyn Inode>) -> Result<()> {
+        let t = Self::downcast(target)?;
+        // Every name costs an inode, as in Linux's tmpfs, so nr_inodes bounds dentries.
+        self.fs()?.reserve_inode()?;
+        t.touch_ctime(1);
+        self.dir_changed(1, 0);
+        Ok(())
+    }
+
+    fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
+        let c = Self::downcast(child)?;
+        if c.meta.read().nlink > 1 {
+            self.fs()?.release_inode();
+        }
+        c.touch_ctime(-1);
+        self.dir_changed(-1, 0);
+        Ok(())
+    }
+
+    fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
+        let c = Self::downcast(child)?;
+        {
+            let mut m = c.meta.write();
+            m.nlink = 0;
+            m.ctime = self.now();
+        }
+        self.dir_changed(-1, -1);
+        Ok(())
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Ctx<'_>,
+        _old_name: &[u8],
+        child: &Arc<dyn Inode>,
+        new_dir: &Arc<dyn Inode>,
+        _new_name: &[u8],
+        replaced: Option<&Arc<dyn Inode>>,
+        flags: RenameFlags,
+    ) -> Result<()> {
+        let c = Self::downcast(child)?;
+        let nd = Self::downcast(new_dir)?;
+        let same = std::ptr::eq(self, nd);
+        let c_dir = c.ftype == FileType::Directory;
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            let r = Self::downcast(replaced.ok_or(Errno::ENOENT)?)?;
+            let r_dir = r.ftype == FileType::Directory;
+            if !same && c_dir != r_dir {
+                let d = if c_dir { 1 } else { -1 };
+                self.dir_changed(0, -d);
+                nd.dir_changed(0, d);
+            } else {
+                self.dir_changed(0, 0);
+                if !same {
+                    nd.dir_changed(0, 0);
+                }
+            }
+            c.touch_ctime(0);
+            r.touch_ctime(0);
+            return Ok(());
+        }
+        if let Some(r) = replaced {
+            let r = Self::downcast(r)?;
+            if r.ftype == FileType::Directory {
+                r.meta.write().nlink = 0;
+                nd.dir_changed(-1, -1);
+            } else {
+                if r.meta.read().nlink > 1 {
+                    self.fs()?.release_inode();
+                }
+                r.touch_ctime(-1);
+                nd.dir_changed(-1, 0);
+            }
+        }
+        let links = if c_dir { 1 } else { 0 };
+        self.dir_changed(-1, -links);
+        nd.dir_changed(1, links);
+        c.touch_ctime(0);
+        Ok(())
+    }
+
+    fn readlink(&self) -> Result<Vec<u8>> {
+        match &self.data {
+            Data::Symlink(t) => Ok(t.to_vec()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+        match &self.data {
+            Data::Regular(_) => Ok(Box::new(file::RegularFile { inode: self.clone() })),
+            Data::Fifo(p) => Ok(Box::new(pipe::PipeEnd::open(p.clone(), flags)?)),
+            _ if self.ftype == FileType::Directory => Ok(Box::new(DirFile)),
+            _ => Err(Errno::ENXIO),
+        }
+    }
+
+    fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
+        self.xattrs.lock().as_ref().and_then(|m| m.get(name)).map(|v| v.to_vec()).ok_or(Errno::ENODATA)
+    }
+
+    fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        {
+            let mut x = self.xattrs.lock();
+            let map = x.get_or_insert_with(Default::default);
+            let exists = map.contains_key(name);
+            if flags.contains(XattrFlags::XATTR_CREATE) && exists {
+                return Err(Errno::EEXIST);
+            }
+            if flags.contains(XattrFlags::XATTR_REPLACE) && !exists {
+                return Err(Errno::ENODATA);
+            }
+            map.insert(name.into(), value.into());
+        }
+        self.touch_ctime(0);
+        Ok(())
+    }
+
+    fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.xattrs.lock().as_ref().map(|m| m.keys().map(|k| k.to_vec()).collect()).unwrap_or_default())
+    }
+
+    fn removexattr(&self, name: &[u8]) -> Result<()> {
+        {
+            let mut x = self.xattrs.lock();
+            let removed = x.as_mut().and_then(|m| m.remove(name));
+            if removed.is_none() {
+                return Err(Errno::ENODATA);
+            }
+        }
+        self.touch_ctime(0);
+        Ok(())
+    }
+}
+
+/// An open directory: the VFS reads authoritative directories itself.
+struct DirFile;
+
+impl FileOps for DirFile {}
+
+#[cfg(test)]
+mod tests;
