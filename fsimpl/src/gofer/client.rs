@@ -1256,14 +1256,16 @@ impl Client {
     /// Clunks every fid still held, closes the connection and waits (a
     /// bounded time) for the reader thread to end. Called by `Drop` too.
     pub fn close(&self) {
+        let dead = self.shared.state.lock().dead;
         let live: Vec<u32> = {
-            let st = self.shared.state.lock();
-            let dead = st.dead;
-            drop(st);
+            let mut t = self.shared.fids.lock();
             if dead {
+                // The server is gone and its fids with it.
+                let FidTable { live, free, .. } = &mut *t;
+                free.extend(live.drain());
                 Vec::new()
             } else {
-                self.shared.fids.lock().live.iter().copied().collect()
+                t.live.iter().copied().collect()
             }
         };
         // Queued fids are still live, so the loop below clunks them once.

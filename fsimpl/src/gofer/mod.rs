@@ -16,5 +16,6 @@ pub mod transport;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, DirEntry, Fid, AT_REMOVEDIR, DEFAULT_MSIZE};
+pub use memserver::MemServer;
 pub use transport::{MountOptions, Transport, TransportSpec};
 pub use wire::{decode, Attr, DecodeError, Msg, Qid, SetAttr, StatFs};
