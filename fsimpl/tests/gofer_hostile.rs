@@ -426,7 +426,7 @@ fn random_replies_never_panic_or_hang() {
                 let mut f: Vec<u8> = (0..len).map(|i| (s >> (i % 8 * 8)) as u8).collect();
                 f[..4].copy_from_slice(&(len as u32).to_le_bytes());
                 f[5..7].copy_from_slice(&r.tag.to_le_bytes());
-                if s % 3 == 0 {
+                if s.is_multiple_of(3) {
                     f[4] = wire::msgtype::RGETATTR;
                 }
                 let _ = out.write_all(&f);
