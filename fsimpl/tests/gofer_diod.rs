@@ -25,6 +25,10 @@ fn diod_binary() -> Option<&'static str> {
         .into_iter()
         .find(|p| Path::new(p).exists());
     if found.is_none() {
+        assert!(
+            std::env::var_os("TESSERA_REQUIRE_DIOD").is_none(),
+            "TESSERA_REQUIRE_DIOD is set but diod is not installed"
+        );
         eprintln!("note: diod is not installed; skipping (apt-get install diod)");
     }
     found
