@@ -27,5 +27,7 @@ pub use run::{run_collect, run_source, Outcome};
 ///
 /// A message when the starting state cannot be built.
 pub fn tessera_backend() -> Result<Box<dyn Backend>, String> {
-    tessera::TesseraBackend::new().map(|b| Box::new(b) as Box<dyn Backend>).map_err(|e| format!("cannot build Tessera's starting state: {e}"))
+    tessera::TesseraBackend::new()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .map_err(|e| format!("cannot build Tessera's starting state: {e}"))
 }

@@ -16,7 +16,13 @@ use super::backend::{Backend, Dirent};
 pub fn starting_process() -> Result<Process> {
     let vfs = Vfs::new();
     vfs.fstypes.register(Arc::new(TmpfsType::default()))?;
-    let root = vfs.mount_disconnected(&Credentials::root(), "tmpfs", b"none", MountFlags::empty(), b"mode=0755")?;
+    let root = vfs.mount_disconnected(
+        &Credentials::root(),
+        "tmpfs",
+        b"none",
+        MountFlags::empty(),
+        b"mode=0755",
+    )?;
     let ns = vfs.new_namespace(root)?;
     Ok(Process::new(vfs, ns, Credentials::root()))
 }
@@ -29,7 +35,9 @@ pub struct TesseraBackend {
 impl TesseraBackend {
     /// A backend in the starting state.
     pub fn new() -> Result<TesseraBackend> {
-        Ok(TesseraBackend { p: starting_process()? })
+        Ok(TesseraBackend {
+            p: starting_process()?,
+        })
     }
 
     /// The process, for embedders and tests that want to look inside.
@@ -50,32 +58,72 @@ impl Backend for TesseraBackend {
     fn mkdirat(&mut self, dirfd: i32, path: &[u8], mode: u32) -> Result<()> {
         self.p.mkdirat(dirfd, path, mode)
     }
-    fn mknodat(&mut self, dirfd: i32, path: &[u8], mode: u32, major: u32, minor: u32) -> Result<()> {
+    fn mknodat(
+        &mut self,
+        dirfd: i32,
+        path: &[u8],
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<()> {
         self.p.mknodat(dirfd, path, mode, DevId::new(major, minor))
     }
     fn symlinkat(&mut self, target: &[u8], newdirfd: i32, path: &[u8]) -> Result<()> {
         self.p.symlinkat(target, newdirfd, path)
     }
-    fn linkat(&mut self, olddirfd: i32, old: &[u8], newdirfd: i32, new: &[u8], flags: u32) -> Result<()> {
-        self.p.linkat(olddirfd, old, newdirfd, new, AtFlags::from_bits_retain(flags))
+    fn linkat(
+        &mut self,
+        olddirfd: i32,
+        old: &[u8],
+        newdirfd: i32,
+        new: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.p.linkat(
+            olddirfd,
+            old,
+            newdirfd,
+            new,
+            AtFlags::from_bits_retain(flags),
+        )
     }
     fn unlinkat(&mut self, dirfd: i32, path: &[u8], flags: u32) -> Result<()> {
-        self.p.unlinkat(dirfd, path, AtFlags::from_bits_retain(flags))
+        self.p
+            .unlinkat(dirfd, path, AtFlags::from_bits_retain(flags))
     }
-    fn renameat2(&mut self, olddirfd: i32, old: &[u8], newdirfd: i32, new: &[u8], flags: u32) -> Result<()> {
-        self.p.renameat2(olddirfd, old, newdirfd, new, RenameFlags::from_bits_retain(flags))
+    fn renameat2(
+        &mut self,
+        olddirfd: i32,
+        old: &[u8],
+        newdirfd: i32,
+        new: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.p.renameat2(
+            olddirfd,
+            old,
+            newdirfd,
+            new,
+            RenameFlags::from_bits_retain(flags),
+        )
     }
     fn readlinkat(&mut self, dirfd: i32, path: &[u8]) -> Result<Vec<u8>> {
         self.p.readlinkat(dirfd, path)
     }
     fn fstatat(&mut self, dirfd: i32, path: &[u8], flags: u32) -> Result<Statx> {
-        self.p.fstatat(dirfd, path, AtFlags::from_bits_retain(flags))
+        self.p
+            .fstatat(dirfd, path, AtFlags::from_bits_retain(flags))
     }
     fn fstat(&mut self, fd: i32) -> Result<Statx> {
         self.p.fstat(fd)
     }
     fn faccessat2(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: u32) -> Result<()> {
-        self.p.faccessat2(dirfd, path, AccessFlags::from_bits_retain(mode), AtFlags::from_bits_retain(flags))
+        self.p.faccessat2(
+            dirfd,
+            path,
+            AccessFlags::from_bits_retain(mode),
+            AtFlags::from_bits_retain(flags),
+        )
     }
     fn fchmodat(&mut self, dirfd: i32, path: &[u8], mode: u32, flags: u32) -> Result<()> {
         if flags & !AtFlags::AT_SYMLINK_NOFOLLOW.bits() != 0 {
@@ -94,7 +142,13 @@ impl Backend for TesseraBackend {
         self.p.fchmod(fd, mode)
     }
     fn fchownat(&mut self, dirfd: i32, path: &[u8], uid: u32, gid: u32, flags: u32) -> Result<()> {
-        self.p.fchownat(dirfd, path, id(uid), id(gid), AtFlags::from_bits_retain(flags))
+        self.p.fchownat(
+            dirfd,
+            path,
+            id(uid),
+            id(gid),
+            AtFlags::from_bits_retain(flags),
+        )
     }
     fn fchown(&mut self, fd: i32, uid: u32, gid: u32) -> Result<()> {
         self.p.fchown(fd, id(uid), id(gid))
@@ -106,11 +160,25 @@ impl Backend for TesseraBackend {
         self.p.ftruncate(fd, length)
     }
     fn openat(&mut self, dirfd: i32, path: &[u8], flags: u32, mode: u32) -> Result<i32> {
-        self.p.openat(dirfd, path, OpenFlags::from_bits_retain(flags), mode)
+        self.p
+            .openat(dirfd, path, OpenFlags::from_bits_retain(flags), mode)
     }
-    fn openat2(&mut self, dirfd: i32, path: &[u8], flags: u64, mode: u64, resolve: u64) -> Result<i32> {
+    fn openat2(
+        &mut self,
+        dirfd: i32,
+        path: &[u8],
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    ) -> Result<i32> {
         let flags = u32::try_from(flags).map_err(|_| Errno::EINVAL)?;
-        self.p.openat2(dirfd, path, OpenFlags::from_bits_retain(flags), mode, ResolveFlags::from_bits_retain(resolve))
+        self.p.openat2(
+            dirfd,
+            path,
+            OpenFlags::from_bits_retain(flags),
+            mode,
+            ResolveFlags::from_bits_retain(resolve),
+        )
     }
     fn close(&mut self, fd: i32) -> Result<()> {
         self.p.close(fd)
@@ -158,8 +226,21 @@ impl Backend for TesseraBackend {
         self.p.set_fs_ids(uid, gid, groups);
         Ok(())
     }
-    fn setxattr(&mut self, path: &[u8], name: &[u8], value: &[u8], flags: u32, follow: bool) -> Result<()> {
-        self.p.setxattr(path, name, value, XattrFlags::from_bits_retain(flags), follow)
+    fn setxattr(
+        &mut self,
+        path: &[u8],
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+        follow: bool,
+    ) -> Result<()> {
+        self.p.setxattr(
+            path,
+            name,
+            value,
+            XattrFlags::from_bits_retain(flags),
+            follow,
+        )
     }
     fn getxattr(&mut self, path: &[u8], name: &[u8], follow: bool) -> Result<Vec<u8>> {
         self.p.getxattr(path, name, follow)
@@ -170,8 +251,21 @@ impl Backend for TesseraBackend {
     fn removexattr(&mut self, path: &[u8], name: &[u8], follow: bool) -> Result<()> {
         self.p.removexattr(path, name, follow)
     }
-    fn mount(&mut self, source: &[u8], target: &[u8], fstype: &[u8], flags: u64, data: &[u8]) -> Result<()> {
-        self.p.mount(source, target, fstype, MountFlags::from_bits_retain(flags), data)
+    fn mount(
+        &mut self,
+        source: &[u8],
+        target: &[u8],
+        fstype: &[u8],
+        flags: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        self.p.mount(
+            source,
+            target,
+            fstype,
+            MountFlags::from_bits_retain(flags),
+            data,
+        )
     }
     fn umount2(&mut self, target: &[u8], flags: u32) -> Result<()> {
         self.p.umount2(target, UmountFlags::from_bits_retain(flags))

@@ -78,12 +78,30 @@ pub struct Credentials {
 impl Credentials {
     /// Root with every capability.
     pub fn root() -> Credentials {
-        Credentials { uid: 0, gid: 0, euid: 0, egid: 0, fsuid: 0, fsgid: 0, groups: SmallVec::new(), caps: Caps::ALL }
+        Credentials {
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            fsuid: 0,
+            fsgid: 0,
+            groups: SmallVec::new(),
+            caps: Caps::ALL,
+        }
     }
 
     /// An unprivileged user with no capabilities.
     pub fn user(uid: u32, gid: u32) -> Credentials {
-        Credentials { uid, gid, euid: uid, egid: gid, fsuid: uid, fsgid: gid, groups: SmallVec::new(), caps: Caps::empty() }
+        Credentials {
+            uid,
+            gid,
+            euid: uid,
+            egid: gid,
+            fsuid: uid,
+            fsgid: gid,
+            groups: SmallVec::new(),
+            caps: Caps::empty(),
+        }
     }
 
     /// Whether `cap` is effective.

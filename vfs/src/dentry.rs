@@ -112,18 +112,29 @@ const LINKABLE: u8 = 2;
 const FIRST_POS: u64 = 3;
 
 impl Dentry {
-    pub(crate) fn new(inode: Arc<dyn Inode>, parent: Option<Arc<Dentry>>, name: Name) -> Arc<Dentry> {
+    pub(crate) fn new(
+        inode: Arc<dyn Inode>,
+        parent: Option<Arc<Dentry>>,
+        name: Name,
+    ) -> Arc<Dentry> {
         let ftype = inode.file_type();
         let dir = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
                 op: Mutex::new(()),
-                children: RwLock::new(Children { next_pos: FIRST_POS, ..Default::default() }),
+                children: RwLock::new(Children {
+                    next_pos: FIRST_POS,
+                    ..Default::default()
+                }),
             })
         });
         Arc::new(Dentry {
             inode,
             ftype,
-            link: RwLock::new(Link { parent, name, pos: 0 }),
+            link: RwLock::new(Link {
+                parent,
+                name,
+                pos: 0,
+            }),
             dir,
             mounts: AtomicU32::new(0),
             state: AtomicU8::new(0),
@@ -190,11 +201,21 @@ impl Dentry {
     /// The cached child called `name`.
     #[inline]
     pub(crate) fn cached_child(&self, name: &[u8]) -> Option<Arc<Dentry>> {
-        self.dir.as_ref()?.children.read().by_name.get(name).cloned()
+        self.dir
+            .as_ref()?
+            .children
+            .read()
+            .by_name
+            .get(name)
+            .cloned()
     }
 
     /// Inserts a child under `name` (the caller holds `op`). Returns it.
-    pub(crate) fn insert_child(self: &Arc<Self>, name: &[u8], inode: Arc<dyn Inode>) -> Result<Arc<Dentry>> {
+    pub(crate) fn insert_child(
+        self: &Arc<Self>,
+        name: &[u8],
+        inode: Arc<dyn Inode>,
+    ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
         let child = Dentry::new(inode, Some(self.clone()), name.into());
         attach(dir, &child, name);
@@ -213,29 +234,44 @@ impl Dentry {
 
     /// Whether the directory has no cached children (authoritative: is empty).
     pub(crate) fn has_no_children(&self) -> bool {
-        self.dir.as_ref().is_none_or(|d| d.children.read().by_name.is_empty())
+        self.dir
+            .as_ref()
+            .is_none_or(|d| d.children.read().by_name.is_empty())
     }
 
     /// Entries at positions ≥ `pos`, with the position after each.
     pub(crate) fn children_from(&self, pos: u64, max: usize) -> Vec<(Name, FileType, u64, u64)> {
-        let Some(dir) = self.dir.as_ref() else { return Vec::new() };
+        let Some(dir) = self.dir.as_ref() else {
+            return Vec::new();
+        };
         let ch = dir.children.read();
         ch.order
             .range(pos.max(FIRST_POS)..)
             .take(max)
-            .map(|(&p, d)| (d.link.read().name.clone(), d.ftype, d.inode.stat().ino, p + 1))
+            .map(|(&p, d)| {
+                (
+                    d.link.read().name.clone(),
+                    d.ftype,
+                    d.inode.stat().ino,
+                    p + 1,
+                )
+            })
             .collect()
     }
 
     /// Number of cached children.
     pub fn cached_children(&self) -> usize {
-        self.dir.as_ref().map_or(0, |d| d.children.read().by_name.len())
+        self.dir
+            .as_ref()
+            .map_or(0, |d| d.children.read().by_name.len())
     }
 
     /// Drops cached children that nothing but this directory references, in
     /// a directory of a non-authoritative filesystem. Returns how many were freed.
     pub fn prune_unused(&self) -> usize {
-        let Some(dir) = self.dir.as_ref() else { return 0 };
+        let Some(dir) = self.dir.as_ref() else {
+            return 0;
+        };
         if self.inode.coherence() == Coherence::Authoritative {
             return 0;
         }
@@ -244,7 +280,9 @@ impl Dentry {
         let victims: Vec<Name> = ch
             .by_name
             .iter()
-            .filter(|(_, d)| Arc::strong_count(d) == 2 && d.cached_children() == 0 && !d.is_mountpoint())
+            .filter(|(_, d)| {
+                Arc::strong_count(d) == 2 && d.cached_children() == 0 && !d.is_mountpoint()
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for n in &victims {
@@ -302,7 +340,13 @@ pub struct Filesystem {
 
 impl Filesystem {
     /// Wraps a filesystem's operations and root inode.
-    pub fn new(fstype: &str, type_opts: FsTypeOptions, dev: DevId, ops: Arc<dyn FilesystemOps>, root: Arc<dyn Inode>) -> Arc<Filesystem> {
+    pub fn new(
+        fstype: &str,
+        type_opts: FsTypeOptions,
+        dev: DevId,
+        ops: Arc<dyn FilesystemOps>,
+        root: Arc<dyn Inode>,
+    ) -> Arc<Filesystem> {
         let root = Dentry::new(root, None, Box::default());
         Arc::new(Filesystem {
             id: NEXT_FS_ID.fetch_add(1, Ordering::Relaxed),

@@ -24,17 +24,26 @@ pub trait Device: Send + Sync + 'static {
     fn open(&self, dev: DevId, flags: OpenFlags) -> Result<Box<dyn FileOps>>;
 }
 
+/// (kind, major, minor or every minor).
+type DeviceKey = (DeviceKind, u32, Option<u32>);
+
 /// Registered devices. A driver may register a single number or a whole
 /// major (minor `None`).
 #[derive(Default)]
 pub struct DeviceRegistry {
-    map: RwLock<HashMap<(DeviceKind, u32, Option<u32>), Arc<dyn Device>>>,
+    map: RwLock<HashMap<DeviceKey, Arc<dyn Device>>>,
 }
 
 impl DeviceRegistry {
     /// Registers a driver for one number, or for every minor of a major when
     /// `minor` is `None`. A number already taken is `EBUSY`.
-    pub fn register(&self, kind: DeviceKind, major: u32, minor: Option<u32>, dev: Arc<dyn Device>) -> Result<()> {
+    pub fn register(
+        &self,
+        kind: DeviceKind,
+        major: u32,
+        minor: Option<u32>,
+        dev: Arc<dyn Device>,
+    ) -> Result<()> {
         let mut map = self.map.write();
         if map.contains_key(&(kind, major, minor)) {
             return Err(Errno::EBUSY);
@@ -52,7 +61,9 @@ impl DeviceRegistry {
     pub fn open(&self, kind: DeviceKind, dev: DevId, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
         let drv = {
             let map = self.map.read();
-            map.get(&(kind, dev.major, Some(dev.minor))).or_else(|| map.get(&(kind, dev.major, None))).cloned()
+            map.get(&(kind, dev.major, Some(dev.minor)))
+                .or_else(|| map.get(&(kind, dev.major, None)))
+                .cloned()
         };
         match drv {
             Some(d) => d.open(dev, flags),

@@ -32,7 +32,13 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
-    pub(crate) fn new(vd: VirtualDentry, flags: OpenFlags, ops: Option<Box<dyn FileOps>>, cred: Credentials, mount_write: bool) -> Arc<OpenFile> {
+    pub(crate) fn new(
+        vd: VirtualDentry,
+        flags: OpenFlags,
+        ops: Option<Box<dyn FileOps>>,
+        cred: Credentials,
+        mount_write: bool,
+    ) -> Arc<OpenFile> {
         let path = flags.contains(OpenFlags::O_PATH);
         let (r, w) = match flags.access() {
             AccessMode::ReadOnly => (true, false),
@@ -40,7 +46,12 @@ impl OpenFile {
             AccessMode::ReadWrite => (true, true),
             AccessMode::Invalid => (false, false),
         };
-        let kept = flags - OpenFlags::O_CREAT - OpenFlags::O_EXCL - OpenFlags::O_NOCTTY - OpenFlags::O_TRUNC - OpenFlags::O_CLOEXEC;
+        let kept = flags
+            - OpenFlags::O_CREAT
+            - OpenFlags::O_EXCL
+            - OpenFlags::O_NOCTTY
+            - OpenFlags::O_TRUNC
+            - OpenFlags::O_CLOEXEC;
         Arc::new(OpenFile {
             vd,
             flags: AtomicU32::new(kept.bits()),
@@ -66,7 +77,8 @@ impl OpenFile {
     /// Changes the settable status flags (`F_SETFL`).
     pub fn set_flags(&self, f: OpenFlags) {
         let keep = self.flags() - SETTABLE_FLAGS;
-        self.flags.store((keep | (f & SETTABLE_FLAGS)).bits(), Ordering::Release);
+        self.flags
+            .store((keep | (f & SETTABLE_FLAGS)).bits(), Ordering::Release);
     }
 
     /// Whether this is an `O_PATH` descriptor.
@@ -133,7 +145,13 @@ impl OpenFile {
         // Writing clears set-id bits (`file_remove_privs`).
         let inode = self.vd.dentry.inode();
         if let Some(mode) = perm::mode_after_write(cred, inode.owner().mode) {
-            let _ = inode.setattr(&Ctx { cred }, &SetAttr { mode: Some(mode & 0o7777), ..Default::default() });
+            let _ = inode.setattr(
+                &Ctx { cred },
+                &SetAttr {
+                    mode: Some(mode & 0o7777),
+                    ..Default::default()
+                },
+            );
         }
     }
 
@@ -273,7 +291,13 @@ impl OpenFile {
     }
 
     /// `fallocate(2)`.
-    pub fn fallocate(&self, cred: &Credentials, mode: FallocFlags, off: i64, len: i64) -> Result<()> {
+    pub fn fallocate(
+        &self,
+        cred: &Credentials,
+        mode: FallocFlags,
+        off: i64,
+        len: i64,
+    ) -> Result<()> {
         if off < 0 || len <= 0 {
             return Err(Errno::EINVAL);
         }
@@ -286,7 +310,8 @@ impl OpenFile {
         if self.vd.dentry.file_type() != FileType::Regular {
             return Err(Errno::ENODEV);
         }
-        self.ops()?.allocate(&Ctx { cred }, mode, off as u64, len as u64)
+        self.ops()?
+            .allocate(&Ctx { cred }, mode, off as u64, len as u64)
     }
 
     /// A device control call.

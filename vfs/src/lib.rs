@@ -76,8 +76,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> abi::Timespec {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        abi::Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() }
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        abi::Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
     }
 }
 
@@ -133,7 +138,8 @@ impl Vfs {
 
     /// Sets the per-namespace mount limit for namespaces made from now on.
     pub fn set_max_mounts(&self, n: usize) {
-        self.max_mounts.store(n.min(u32::MAX as usize) as u32, Ordering::Relaxed);
+        self.max_mounts
+            .store(n.min(u32::MAX as usize) as u32, Ordering::Relaxed);
     }
 
     pub(crate) fn max_mounts(&self) -> usize {
@@ -148,6 +154,9 @@ impl Vfs {
     /// The mount attached at `dentry` in `parent`, if any.
     #[inline]
     pub fn mount_at(&self, parent: &Arc<Mount>, dentry: &Arc<Dentry>) -> Option<Arc<Mount>> {
-        self.mount_table.read().get(&(parent.id(), Arc::as_ptr(dentry) as usize)).cloned()
+        self.mount_table
+            .read()
+            .get(&(parent.id(), Arc::as_ptr(dentry) as usize))
+            .cloned()
     }
 }

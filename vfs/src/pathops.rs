@@ -55,7 +55,9 @@ fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Op
     }
     let coherence = dir.inode().coherence();
     if let Some(c) = dir.cached_child(name) {
-        if coherence != Coherence::Revalidate || dir.inode().revalidate(&Ctx { cred }, name, c.inode()) {
+        if coherence != Coherence::Revalidate
+            || dir.inode().revalidate(&Ctx { cred }, name, c.inode())
+        {
             return Ok(Some(c));
         }
         dir.remove_child(name);
@@ -71,7 +73,12 @@ fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Op
 }
 
 /// `may_delete`: permission to remove `child` from `dir`.
-fn may_delete(cred: &Credentials, dir: &Arc<Dentry>, child: &Arc<Dentry>, is_dir: bool) -> Result<()> {
+fn may_delete(
+    cred: &Credentials,
+    dir: &Arc<Dentry>,
+    child: &Arc<Dentry>,
+    is_dir: bool,
+) -> Result<()> {
     let dir_owner = dir.inode().owner();
     perm::check(cred, dir_owner, May::WRITE | May::EXEC)?;
     if !perm::may_delete_sticky(cred, dir_owner, child.inode().owner()) {
@@ -106,7 +113,13 @@ fn is_empty_dir(cred: &Credentials, d: &Arc<Dentry>) -> Result<bool> {
 }
 
 /// Locks the `op` locks of two directories in address order.
-fn lock_two<'a>(a: &'a Arc<Dentry>, b: &'a Arc<Dentry>) -> Result<(parking_lot::MutexGuard<'a, ()>, Option<parking_lot::MutexGuard<'a, ()>>)> {
+fn lock_two<'a>(
+    a: &'a Arc<Dentry>,
+    b: &'a Arc<Dentry>,
+) -> Result<(
+    parking_lot::MutexGuard<'a, ()>,
+    Option<parking_lot::MutexGuard<'a, ()>>,
+)> {
     let (da, db) = (a.dir()?, b.dir()?);
     if Arc::ptr_eq(a, b) {
         return Ok((da.op.lock(), None));
@@ -121,28 +134,57 @@ fn lock_two<'a>(a: &'a Arc<Dentry>, b: &'a Arc<Dentry>) -> Result<(parking_lot::
 }
 
 impl Vfs {
-    fn walker<'a, 'p>(&'a self, ctx: &'a PathCtx<'_>, start: &VirtualDentry, path: &'p [u8], resolve: ResolveFlags) -> Result<Walker<'a, 'p>> {
+    fn walker<'a, 'p>(
+        &'a self,
+        ctx: &'a PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &'p [u8],
+        resolve: ResolveFlags,
+    ) -> Result<Walker<'a, 'p>> {
         Walker::new(self, ctx.cred, ctx.root, start, path, WalkFlags { resolve })
     }
 
     /// Resolves `path` to a location. An empty path is `ENOENT` unless
     /// `empty_ok`, when it means `start` itself.
-    pub fn lookup(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], follow: bool, empty_ok: bool) -> Result<VirtualDentry> {
+    pub fn lookup(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        follow: bool,
+        empty_ok: bool,
+    ) -> Result<VirtualDentry> {
         if path.is_empty() {
-            return if empty_ok { Ok(start.clone()) } else { Err(Errno::ENOENT) };
+            return if empty_ok {
+                Ok(start.clone())
+            } else {
+                Err(Errno::ENOENT)
+            };
         }
-        self.walker(ctx, start, path, ResolveFlags::empty())?.resolve(follow, false)
+        self.walker(ctx, start, path, ResolveFlags::empty())?
+            .resolve(follow, false)
     }
 
     /// Resolves a directory (for chdir, chroot, mount targets ...).
-    pub fn lookup_dir(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8]) -> Result<VirtualDentry> {
+    pub fn lookup_dir(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+    ) -> Result<VirtualDentry> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
-        self.walker(ctx, start, path, ResolveFlags::empty())?.resolve(true, true)
+        self.walker(ctx, start, path, ResolveFlags::empty())?
+            .resolve(true, true)
     }
 
-    fn parent_of<'a, 'p>(&'a self, ctx: &'a PathCtx<'_>, start: &VirtualDentry, path: &'p [u8]) -> Result<(Walker<'a, 'p>, Last)> {
+    fn parent_of<'a, 'p>(
+        &'a self,
+        ctx: &'a PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &'p [u8],
+    ) -> Result<(Walker<'a, 'p>, Last)> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -152,9 +194,17 @@ impl Vfs {
     }
 
     /// The shared part of mkdir, mknod and symlink (`filename_create` + `vfs_*`).
-    fn create_at(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], node: NewNode<'_>) -> Result<()> {
+    fn create_at(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        node: NewNode<'_>,
+    ) -> Result<()> {
         let (w, last) = self.parent_of(ctx, start, path)?;
-        let Last::Name(name) = last else { return Err(Errno::EEXIST) };
+        let Last::Name(name) = last else {
+            return Err(Errno::EEXIST);
+        };
         let trailing = w.must_be_dir;
         let parent = w.cur;
         let dir = parent.dentry.dir()?;
@@ -167,24 +217,65 @@ impl Vfs {
         }
         let _w = begin_write(&parent)?;
         may_create(ctx.cred, &parent.dentry)?;
-        if node.ftype.is_device() && !(node.ftype == FileType::CharDevice && node.rdev == DevId::default()) && !ctx.cred.has(Caps::MKNOD) {
+        if node.ftype.is_device()
+            && !(node.ftype == FileType::CharDevice && node.rdev == DevId::default())
+            && !ctx.cred.has(Caps::MKNOD)
+        {
             return Err(Errno::EPERM);
         }
-        let (uid, gid, mode) = perm::new_owner(ctx.cred, parent.dentry.inode().owner(), node.ftype, node.mode);
-        let node = NewNode { uid, gid, mode, ..node };
-        let inode = parent.dentry.inode().create(&Ctx { cred: ctx.cred }, &name, &node)?;
+        let (uid, gid, mode) = perm::new_owner(
+            ctx.cred,
+            parent.dentry.inode().owner(),
+            node.ftype,
+            node.mode,
+        );
+        let node = NewNode {
+            uid,
+            gid,
+            mode,
+            ..node
+        };
+        let inode = parent
+            .dentry
+            .inode()
+            .create(&Ctx { cred: ctx.cred }, &name, &node)?;
         parent.dentry.insert_child(&name, inode)?;
         Ok(())
     }
 
     /// `mkdirat(2)`.
-    pub fn mkdirat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32) -> Result<()> {
+    pub fn mkdirat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        mode: u32,
+    ) -> Result<()> {
         let mode = mode & (0o777 | S_ISVTX) & !ctx.umask;
-        self.create_at(ctx, start, path, NewNode { ftype: FileType::Directory, mode, uid: 0, gid: 0, rdev: DevId::default(), target: &[] })
+        self.create_at(
+            ctx,
+            start,
+            path,
+            NewNode {
+                ftype: FileType::Directory,
+                mode,
+                uid: 0,
+                gid: 0,
+                rdev: DevId::default(),
+                target: &[],
+            },
+        )
     }
 
     /// `mknodat(2)`.
-    pub fn mknodat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32, dev: DevId) -> Result<()> {
+    pub fn mknodat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        mode: u32,
+        dev: DevId,
+    ) -> Result<()> {
         let ftype = match mode & S_IFMT {
             0 => FileType::Regular,
             S_IFDIR => return Err(Errno::EPERM),
@@ -193,31 +284,82 @@ impl Vfs {
                 Some(ft) => ft,
             },
         };
-        let rdev = if ftype.is_device() { dev } else { DevId::default() };
+        let rdev = if ftype.is_device() {
+            dev
+        } else {
+            DevId::default()
+        };
         let perm_bits = mode & 0o7777 & !ctx.umask;
-        self.create_at(ctx, start, path, NewNode { ftype, mode: perm_bits, uid: 0, gid: 0, rdev, target: &[] })
+        self.create_at(
+            ctx,
+            start,
+            path,
+            NewNode {
+                ftype,
+                mode: perm_bits,
+                uid: 0,
+                gid: 0,
+                rdev,
+                target: &[],
+            },
+        )
     }
 
     /// `symlinkat(2)`.
-    pub fn symlinkat(&self, ctx: &PathCtx<'_>, target: &[u8], start: &VirtualDentry, path: &[u8]) -> Result<()> {
+    pub fn symlinkat(
+        &self,
+        ctx: &PathCtx<'_>,
+        target: &[u8],
+        start: &VirtualDentry,
+        path: &[u8],
+    ) -> Result<()> {
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
         if target.len() >= PATH_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        self.create_at(ctx, start, path, NewNode { ftype: FileType::Symlink, mode: 0o777, uid: 0, gid: 0, rdev: DevId::default(), target })
+        self.create_at(
+            ctx,
+            start,
+            path,
+            NewNode {
+                ftype: FileType::Symlink,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                rdev: DevId::default(),
+                target,
+            },
+        )
     }
 
     /// `linkat(2)`.
-    pub fn linkat(&self, ctx: &PathCtx<'_>, old_start: &VirtualDentry, old: &[u8], new_start: &VirtualDentry, new: &[u8], flags: AtFlags) -> Result<()> {
+    pub fn linkat(
+        &self,
+        ctx: &PathCtx<'_>,
+        old_start: &VirtualDentry,
+        old: &[u8],
+        new_start: &VirtualDentry,
+        new: &[u8],
+        flags: AtFlags,
+    ) -> Result<()> {
         if !(flags - AtFlags::AT_SYMLINK_FOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
             return Err(Errno::EINVAL);
         }
-        let empty_ok = flags.contains(AtFlags::AT_EMPTY_PATH) && ctx.cred.has(Caps::DAC_READ_SEARCH);
-        let src = self.lookup(ctx, old_start, old, flags.contains(AtFlags::AT_SYMLINK_FOLLOW), empty_ok)?;
+        let empty_ok =
+            flags.contains(AtFlags::AT_EMPTY_PATH) && ctx.cred.has(Caps::DAC_READ_SEARCH);
+        let src = self.lookup(
+            ctx,
+            old_start,
+            old,
+            flags.contains(AtFlags::AT_SYMLINK_FOLLOW),
+            empty_ok,
+        )?;
         let (w, last) = self.parent_of(ctx, new_start, new)?;
-        let Last::Name(name) = last else { return Err(Errno::EEXIST) };
+        let Last::Name(name) = last else {
+            return Err(Errno::EEXIST);
+        };
         let trailing = w.must_be_dir;
         let parent = w.cur;
         let dir = parent.dentry.dir()?;
@@ -236,16 +378,28 @@ impl Vfs {
         if src.dentry.is_dir() {
             return Err(Errno::EPERM);
         }
-        if src.dentry.is_dead() && !src.dentry.is_linkable() && src.dentry.inode().stat().nlink == 0 {
+        if src.dentry.is_dead() && !src.dentry.is_linkable() && src.dentry.inode().stat().nlink == 0
+        {
             return Err(Errno::ENOENT);
         }
-        parent.dentry.inode().link(&Ctx { cred: ctx.cred }, &name, src.dentry.inode())?;
-        parent.dentry.insert_child(&name, src.dentry.inode().clone())?;
+        parent
+            .dentry
+            .inode()
+            .link(&Ctx { cred: ctx.cred }, &name, src.dentry.inode())?;
+        parent
+            .dentry
+            .insert_child(&name, src.dentry.inode().clone())?;
         Ok(())
     }
 
     /// `unlinkat(2)`, and `rmdir(2)` with `AT_REMOVEDIR`.
-    pub fn unlinkat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: AtFlags) -> Result<()> {
+    pub fn unlinkat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        flags: AtFlags,
+    ) -> Result<()> {
         if !(flags - AtFlags::AT_REMOVEDIR).is_empty() {
             return Err(Errno::EINVAL);
         }
@@ -265,7 +419,11 @@ impl Vfs {
         let _op = dir.op.lock();
         let child = child_locked(ctx.cred, &parent.dentry, &name)?.ok_or(Errno::ENOENT)?;
         if !is_dir && trailing {
-            return Err(if child.is_dir() { Errno::EISDIR } else { Errno::ENOTDIR });
+            return Err(if child.is_dir() {
+                Errno::EISDIR
+            } else {
+                Errno::ENOTDIR
+            });
         }
         may_delete(ctx.cred, &parent.dentry, &child, is_dir)?;
         if child.is_mountpoint() {
@@ -286,12 +444,24 @@ impl Vfs {
     }
 
     /// `renameat2(2)`.
-    pub fn renameat2(&self, ctx: &PathCtx<'_>, old_start: &VirtualDentry, old: &[u8], new_start: &VirtualDentry, new: &[u8], flags: RenameFlags) -> Result<()> {
-        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT;
+    pub fn renameat2(
+        &self,
+        ctx: &PathCtx<'_>,
+        old_start: &VirtualDentry,
+        old: &[u8],
+        new_start: &VirtualDentry,
+        new: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        let known = RenameFlags::RENAME_NOREPLACE
+            | RenameFlags::RENAME_EXCHANGE
+            | RenameFlags::RENAME_WHITEOUT;
         if !(flags - known).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) && flags.intersects(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_WHITEOUT) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            && flags.intersects(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_WHITEOUT)
+        {
             return Err(Errno::EINVAL);
         }
         if flags.contains(RenameFlags::RENAME_WHITEOUT) && !ctx.cred.has(Caps::MKNOD) {
@@ -306,9 +476,15 @@ impl Vfs {
         if !Arc::ptr_eq(&old_dir.mount, &new_dir.mount) {
             return Err(Errno::EXDEV);
         }
-        let Last::Name(oname) = olast else { return Err(Errno::EBUSY) };
+        let Last::Name(oname) = olast else {
+            return Err(Errno::EBUSY);
+        };
         let Last::Name(nname) = nlast else {
-            return Err(if flags.contains(RenameFlags::RENAME_NOREPLACE) { Errno::EEXIST } else { Errno::EBUSY });
+            return Err(if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                Errno::EEXIST
+            } else {
+                Errno::EBUSY
+            });
         };
         let _w = begin_write(&old_dir)?;
         let fs = old_dir.mount.fs().clone();
@@ -338,7 +514,11 @@ impl Vfs {
             }
             if let Some(d) = &dst {
                 if old_dir.dentry.is_descendant_of(d) {
-                    return Err(if exchange { Errno::EINVAL } else { Errno::ENOTEMPTY });
+                    return Err(if exchange {
+                        Errno::EINVAL
+                    } else {
+                        Errno::ENOTEMPTY
+                    });
                 }
             }
         }
@@ -373,7 +553,15 @@ impl Vfs {
             }
         }
         let c = Ctx { cred: ctx.cred };
-        old_dir.dentry.inode().rename(&c, &oname, src.inode(), new_dir.dentry.inode(), &nname, dst.as_ref().map(|d| d.inode()), flags)?;
+        old_dir.dentry.inode().rename(
+            &c,
+            &oname,
+            src.inode(),
+            new_dir.dentry.inode(),
+            &nname,
+            dst.as_ref().map(|d| d.inode()),
+            flags,
+        )?;
         // The filesystem has moved the names; now move the dentries.
         old_dir.dentry.remove_child(&oname);
         let new_ds = new_dir.dentry.dir()?;
@@ -390,7 +578,14 @@ impl Vfs {
         crate::dentry::attach(new_ds, &src, &nname);
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             // A whiteout is a character device 0:0 owned by the caller.
-            let node = NewNode { ftype: FileType::CharDevice, mode: 0, uid: ctx.cred.fsuid, gid: ctx.cred.fsgid, rdev: DevId::default(), target: &[] };
+            let node = NewNode {
+                ftype: FileType::CharDevice,
+                mode: 0,
+                uid: ctx.cred.fsuid,
+                gid: ctx.cred.fsgid,
+                rdev: DevId::default(),
+                target: &[],
+            };
             let inode = old_dir.dentry.inode().create(&c, &oname, &node)?;
             old_dir.dentry.insert_child(&oname, inode)?;
         }
@@ -398,10 +593,19 @@ impl Vfs {
     }
 
     /// `readlinkat(2)`.
-    pub fn readlinkat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8]) -> Result<Vec<u8>> {
+    pub fn readlinkat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+    ) -> Result<Vec<u8>> {
         let vd = self.lookup(ctx, start, path, false, true)?;
         if vd.dentry.file_type() != FileType::Symlink {
-            return Err(if path.is_empty() { Errno::ENOENT } else { Errno::EINVAL });
+            return Err(if path.is_empty() {
+                Errno::ENOENT
+            } else {
+                Errno::EINVAL
+            });
         }
         vd.dentry.inode().readlink()
     }
@@ -416,25 +620,65 @@ impl Vfs {
     }
 
     /// `fstatat(2)` / `statx(2)`.
-    pub fn fstatat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: AtFlags) -> Result<Statx> {
-        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH - AtFlags::AT_NO_AUTOMOUNT).is_empty() {
+    pub fn fstatat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        flags: AtFlags,
+    ) -> Result<Statx> {
+        if !(flags
+            - AtFlags::AT_SYMLINK_NOFOLLOW
+            - AtFlags::AT_EMPTY_PATH
+            - AtFlags::AT_NO_AUTOMOUNT)
+            .is_empty()
+        {
             return Err(Errno::EINVAL);
         }
-        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        let vd = self.lookup(
+            ctx,
+            start,
+            path,
+            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
+            flags.contains(AtFlags::AT_EMPTY_PATH),
+        )?;
         Ok(self.stat_vd(&vd))
     }
 
     /// `faccessat2(2)`.
-    pub fn faccessat2(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: AccessFlags, flags: AtFlags) -> Result<()> {
+    pub fn faccessat2(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        mode: AccessFlags,
+        flags: AtFlags,
+    ) -> Result<()> {
         if !(mode - AccessFlags::R_OK - AccessFlags::W_OK - AccessFlags::X_OK).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if !(flags - AtFlags::AT_EACCESS - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
+        if !(flags - AtFlags::AT_EACCESS - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH)
+            .is_empty()
+        {
             return Err(Errno::EINVAL);
         }
-        let cred = if flags.contains(AtFlags::AT_EACCESS) { ctx.cred.clone() } else { ctx.cred.for_access() };
-        let actx = PathCtx { cred: &cred, root: ctx.root, umask: ctx.umask };
-        let vd = self.lookup(&actx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        let cred = if flags.contains(AtFlags::AT_EACCESS) {
+            ctx.cred.clone()
+        } else {
+            ctx.cred.for_access()
+        };
+        let actx = PathCtx {
+            cred: &cred,
+            root: ctx.root,
+            umask: ctx.umask,
+        };
+        let vd = self.lookup(
+            &actx,
+            start,
+            path,
+            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
+            flags.contains(AtFlags::AT_EMPTY_PATH),
+        )?;
         if mode.is_empty() {
             return Ok(());
         }
@@ -442,7 +686,13 @@ impl Vfs {
         let o = vd.dentry.inode().owner();
         perm::check(&cred, o, want)?;
         let ft = vd.dentry.file_type();
-        if want.contains(May::WRITE) && matches!(ft, FileType::Regular | FileType::Directory | FileType::Symlink) && vd.mount.is_readonly() {
+        if want.contains(May::WRITE)
+            && matches!(
+                ft,
+                FileType::Regular | FileType::Directory | FileType::Symlink
+            )
+            && vd.mount.is_readonly()
+        {
             return Err(Errno::EROFS);
         }
         Ok(())
@@ -458,24 +708,49 @@ impl Vfs {
         let _w = begin_write(vd)?;
         let o = vd.dentry.inode().owner();
         let m = perm::check_chmod(cred, o, mode)?;
-        self.setattr_vd(cred, vd, SetAttr { mode: Some(m), ..Default::default() })
+        self.setattr_vd(
+            cred,
+            vd,
+            SetAttr {
+                mode: Some(m),
+                ..Default::default()
+            },
+        )
     }
 
     /// `fchmodat(2)` (follows symbolic links).
-    pub fn fchmodat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], mode: u32) -> Result<()> {
+    pub fn fchmodat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        mode: u32,
+    ) -> Result<()> {
         let vd = self.lookup(ctx, start, path, true, false)?;
         self.chmod_vd(ctx.cred, &vd, mode)
     }
 
     /// `chown` on a location; `None` leaves an id as it is.
-    pub fn chown_vd(&self, cred: &Credentials, vd: &VirtualDentry, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    pub fn chown_vd(
+        &self,
+        cred: &Credentials,
+        vd: &VirtualDentry,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
         let _w = begin_write(vd)?;
         let o = vd.dentry.inode().owner();
         perm::check_chown(cred, o, uid, gid)?;
-        let mut attr = SetAttr { uid: uid.filter(|&u| u != o.uid), gid: gid.filter(|&g| g != o.gid), ..Default::default() };
+        let mut attr = SetAttr {
+            uid: uid.filter(|&u| u != o.uid),
+            gid: gid.filter(|&g| g != o.gid),
+            ..Default::default()
+        };
         if o.mode & S_IFMT != S_IFDIR {
             let mut m = o.mode & !S_ISUID;
-            if m & S_ISGID != 0 && (m & S_IXGRP != 0 || (!cred.in_group(o.gid) && !cred.has(Caps::FSETID))) {
+            if m & S_ISGID != 0
+                && (m & S_IXGRP != 0 || (!cred.in_group(o.gid) && !cred.has(Caps::FSETID)))
+            {
                 m &= !S_ISGID;
             }
             if m != o.mode {
@@ -489,17 +764,34 @@ impl Vfs {
     }
 
     /// `fchownat(2)`.
-    pub fn fchownat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], uid: Option<u32>, gid: Option<u32>, flags: AtFlags) -> Result<()> {
+    pub fn fchownat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        uid: Option<u32>,
+        gid: Option<u32>,
+        flags: AtFlags,
+    ) -> Result<()> {
         if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
             return Err(Errno::EINVAL);
         }
-        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        let vd = self.lookup(
+            ctx,
+            start,
+            path,
+            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
+            flags.contains(AtFlags::AT_EMPTY_PATH),
+        )?;
         self.chown_vd(ctx.cred, &vd, uid, gid)
     }
 
     /// Truncates a regular file (`do_truncate`), clearing set-id bits.
     pub fn truncate_vd(&self, cred: &Credentials, vd: &VirtualDentry, len: u64) -> Result<()> {
-        let mut attr = SetAttr { size: Some(len), ..Default::default() };
+        let mut attr = SetAttr {
+            size: Some(len),
+            ..Default::default()
+        };
         let o = vd.dentry.inode().owner();
         if let Some(m) = perm::mode_after_write(cred, o.mode) {
             attr.mode = Some(m & 0o7777);
@@ -508,7 +800,13 @@ impl Vfs {
     }
 
     /// `truncate(2)`.
-    pub fn truncate(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], len: i64) -> Result<()> {
+    pub fn truncate(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        len: i64,
+    ) -> Result<()> {
         if len < 0 {
             return Err(Errno::EINVAL);
         }
@@ -524,16 +822,36 @@ impl Vfs {
     }
 
     /// `utimensat(2)`.
-    pub fn utimensat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], atime: TimeSpec, mtime: TimeSpec, flags: AtFlags) -> Result<()> {
+    pub fn utimensat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        atime: TimeSpec,
+        mtime: TimeSpec,
+        flags: AtFlags,
+    ) -> Result<()> {
         if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
             return Err(Errno::EINVAL);
         }
-        let vd = self.lookup(ctx, start, path, !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), flags.contains(AtFlags::AT_EMPTY_PATH))?;
+        let vd = self.lookup(
+            ctx,
+            start,
+            path,
+            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
+            flags.contains(AtFlags::AT_EMPTY_PATH),
+        )?;
         self.utimes_vd(ctx.cred, &vd, atime, mtime)
     }
 
     /// Sets the times of a location.
-    pub fn utimes_vd(&self, cred: &Credentials, vd: &VirtualDentry, atime: TimeSpec, mtime: TimeSpec) -> Result<()> {
+    pub fn utimes_vd(
+        &self,
+        cred: &Credentials,
+        vd: &VirtualDentry,
+        atime: TimeSpec,
+        mtime: TimeSpec,
+    ) -> Result<()> {
         if atime == TimeSpec::Omit && mtime == TimeSpec::Omit {
             return Ok(());
         }
@@ -546,7 +864,16 @@ impl Vfs {
             TimeSpec::Now => Some(now),
             TimeSpec::At(t) => Some(t),
         };
-        self.setattr_vd(cred, vd, SetAttr { atime: pick(atime), mtime: pick(mtime), ctime: Some(now), ..Default::default() })
+        self.setattr_vd(
+            cred,
+            vd,
+            SetAttr {
+                atime: pick(atime),
+                mtime: pick(mtime),
+                ctime: Some(now),
+                ..Default::default()
+            },
+        )
     }
 
     fn xattr_name(name: &[u8]) -> Result<()> {
@@ -557,21 +884,42 @@ impl Vfs {
     }
 
     /// `getxattr(2)` / `lgetxattr(2)`.
-    pub fn getxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], follow: bool) -> Result<Vec<u8>> {
+    pub fn getxattr(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        name: &[u8],
+        follow: bool,
+    ) -> Result<Vec<u8>> {
         Self::xattr_name(name)?;
         let vd = self.lookup(ctx, start, path, follow, false)?;
         self.getxattr_vd(ctx.cred, &vd, name)
     }
 
     /// Reads an extended attribute of a location.
-    pub fn getxattr_vd(&self, cred: &Credentials, vd: &VirtualDentry, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr_vd(
+        &self,
+        cred: &Credentials,
+        vd: &VirtualDentry,
+        name: &[u8],
+    ) -> Result<Vec<u8>> {
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, false)?;
         vd.dentry.inode().getxattr(name)
     }
 
     /// `setxattr(2)` / `lsetxattr(2)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn setxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], value: &[u8], flags: XattrFlags, follow: bool) -> Result<()> {
+    pub fn setxattr(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        follow: bool,
+    ) -> Result<()> {
         if !(flags - XattrFlags::XATTR_CREATE - XattrFlags::XATTR_REPLACE).is_empty() {
             return Err(Errno::EINVAL);
         }
@@ -584,14 +932,27 @@ impl Vfs {
     }
 
     /// Sets an extended attribute of a location.
-    pub fn setxattr_vd(&self, cred: &Credentials, vd: &VirtualDentry, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+    pub fn setxattr_vd(
+        &self,
+        cred: &Credentials,
+        vd: &VirtualDentry,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Result<()> {
         let _w = begin_write(vd)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         vd.dentry.inode().setxattr(name, value, flags)
     }
 
     /// `listxattr(2)` / `llistxattr(2)`: `trusted.*` names are shown only to `CAP_SYS_ADMIN`.
-    pub fn listxattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], follow: bool) -> Result<Vec<Vec<u8>>> {
+    pub fn listxattr(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        follow: bool,
+    ) -> Result<Vec<Vec<u8>>> {
         let vd = self.lookup(ctx, start, path, follow, false)?;
         self.listxattr_vd(ctx.cred, &vd)
     }
@@ -610,7 +971,14 @@ impl Vfs {
     }
 
     /// `removexattr(2)` / `lremovexattr(2)`.
-    pub fn removexattr(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], name: &[u8], follow: bool) -> Result<()> {
+    pub fn removexattr(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        name: &[u8],
+        follow: bool,
+    ) -> Result<()> {
         Self::xattr_name(name)?;
         let vd = self.lookup(ctx, start, path, follow, false)?;
         let _w = begin_write(&vd)?;
@@ -621,7 +989,16 @@ impl Vfs {
     /// `openat2(2)`, which `open` and `openat` also use (with `strict`
     /// false: unknown flags ignored, mode ignored without `O_CREAT`).
     #[allow(clippy::too_many_arguments)]
-    pub fn openat(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: OpenFlags, mode: u32, resolve: ResolveFlags, strict: bool) -> Result<Arc<OpenFile>> {
+    pub fn openat(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        flags: OpenFlags,
+        mode: u32,
+        resolve: ResolveFlags,
+        strict: bool,
+    ) -> Result<Arc<OpenFile>> {
         let mut flags = flags;
         let creating = flags.intersects(OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE);
         if strict {
@@ -637,7 +1014,14 @@ impl Vfs {
             if (!creating && mode != 0) || mode & !0o7777 != 0 {
                 return Err(Errno::EINVAL);
             }
-            if flags.contains(OpenFlags::O_PATH) && !(flags - (OpenFlags::O_PATH | OpenFlags::O_DIRECTORY | OpenFlags::O_NOFOLLOW | OpenFlags::O_CLOEXEC)).is_empty() {
+            if flags.contains(OpenFlags::O_PATH)
+                && !(flags
+                    - (OpenFlags::O_PATH
+                        | OpenFlags::O_DIRECTORY
+                        | OpenFlags::O_NOFOLLOW
+                        | OpenFlags::O_CLOEXEC))
+                    .is_empty()
+            {
                 return Err(Errno::EINVAL);
             }
         } else {
@@ -647,14 +1031,19 @@ impl Vfs {
         if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_DIRECTORY) {
             return Err(Errno::EINVAL);
         }
-        if resolve.contains(ResolveFlags::RESOLVE_CACHED) && flags.intersects(OpenFlags::O_TRUNC | OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE) {
+        if resolve.contains(ResolveFlags::RESOLVE_CACHED)
+            && flags.intersects(OpenFlags::O_TRUNC | OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE)
+        {
             return Err(Errno::EAGAIN);
         }
         if flags.contains(OpenFlags::__O_SYNC) {
             flags |= OpenFlags::O_DSYNC;
         }
         if flags.contains(OpenFlags::__O_TMPFILE) {
-            if !flags.contains(OpenFlags::O_DIRECTORY) || flags.contains(OpenFlags::O_CREAT) || !flags.writable() {
+            if !flags.contains(OpenFlags::O_DIRECTORY)
+                || flags.contains(OpenFlags::O_CREAT)
+                || !flags.writable()
+            {
                 return Err(Errno::EINVAL);
             }
             return self.open_tmpfile(ctx, start, path, flags, mode, resolve);
@@ -665,7 +1054,10 @@ impl Vfs {
                 return Err(Errno::ENOENT);
             }
             let w = self.walker(ctx, start, path, resolve)?;
-            let vd = w.resolve(!flags.contains(OpenFlags::O_NOFOLLOW), flags.contains(OpenFlags::O_DIRECTORY))?;
+            let vd = w.resolve(
+                !flags.contains(OpenFlags::O_NOFOLLOW),
+                flags.contains(OpenFlags::O_DIRECTORY),
+            )?;
             return Ok(OpenFile::new(vd, flags, None, ctx.cred.clone(), false));
         }
         if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_EXCL) {
@@ -716,9 +1108,25 @@ impl Vfs {
                 None => {
                     let _wr = begin_write(&parent)?;
                     may_create(ctx.cred, &parent.dentry)?;
-                    let (uid, gid, m) = perm::new_owner(ctx.cred, parent.dentry.inode().owner(), FileType::Regular, mode & !ctx.umask);
-                    let node = NewNode { ftype: FileType::Regular, mode: m, uid, gid, rdev: DevId::default(), target: &[] };
-                    let inode = parent.dentry.inode().create(&Ctx { cred: ctx.cred }, &name, &node)?;
+                    let (uid, gid, m) = perm::new_owner(
+                        ctx.cred,
+                        parent.dentry.inode().owner(),
+                        FileType::Regular,
+                        mode & !ctx.umask,
+                    );
+                    let node = NewNode {
+                        ftype: FileType::Regular,
+                        mode: m,
+                        uid,
+                        gid,
+                        rdev: DevId::default(),
+                        target: &[],
+                    };
+                    let inode =
+                        parent
+                            .dentry
+                            .inode()
+                            .create(&Ctx { cred: ctx.cred }, &name, &node)?;
                     let d = parent.dentry.insert_child(&name, inode)?;
                     created = true;
                     break VirtualDentry::new(parent.mount.clone(), d);
@@ -741,7 +1149,9 @@ impl Vfs {
         if created {
             want = May::empty();
             flags -= OpenFlags::O_TRUNC;
-        } else if flags.contains(OpenFlags::O_TRUNC) && target.dentry.file_type() == FileType::Regular {
+        } else if flags.contains(OpenFlags::O_TRUNC)
+            && target.dentry.file_type() == FileType::Regular
+        {
             target.mount.begin_write()?;
             target.mount.end_write();
             truncate = true;
@@ -750,20 +1160,26 @@ impl Vfs {
     }
 
     /// `may_open` + `vfs_open`: the checks on the file itself, then the open.
-    fn do_open(&self, cred: &Credentials, vd: VirtualDentry, flags: OpenFlags, want: May, truncate: bool) -> Result<Arc<OpenFile>> {
+    fn do_open(
+        &self,
+        cred: &Credentials,
+        vd: VirtualDentry,
+        flags: OpenFlags,
+        want: May,
+        truncate: bool,
+    ) -> Result<Arc<OpenFile>> {
         let ft = vd.dentry.file_type();
-        let special = matches!(ft, FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket);
+        let special = matches!(
+            ft,
+            FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket
+        );
         match ft {
             FileType::Symlink => return Err(Errno::ELOOP),
-            FileType::Directory => {
-                if want.contains(May::WRITE) {
-                    return Err(Errno::EISDIR);
-                }
-            }
-            FileType::CharDevice | FileType::BlockDevice => {
-                if vd.mount.flags().contains(MntFlags::NODEV) {
-                    return Err(Errno::EACCES);
-                }
+            FileType::Directory if want.contains(May::WRITE) => return Err(Errno::EISDIR),
+            FileType::CharDevice | FileType::BlockDevice
+                if vd.mount.flags().contains(MntFlags::NODEV) =>
+            {
+                return Err(Errno::EACCES);
             }
             _ => {}
         }
@@ -779,7 +1195,11 @@ impl Vfs {
         let res = (|| {
             let ops = match ft {
                 FileType::CharDevice | FileType::BlockDevice => {
-                    let kind = if ft == FileType::CharDevice { DeviceKind::Char } else { DeviceKind::Block };
+                    let kind = if ft == FileType::CharDevice {
+                        DeviceKind::Char
+                    } else {
+                        DeviceKind::Block
+                    };
                     self.devices.open(kind, inode.stat().rdev, flags)?
                 }
                 FileType::Socket => return Err(Errno::ENXIO),
@@ -801,15 +1221,37 @@ impl Vfs {
         }
     }
 
-    fn open_tmpfile(&self, ctx: &PathCtx<'_>, start: &VirtualDentry, path: &[u8], flags: OpenFlags, mode: u32, resolve: ResolveFlags) -> Result<Arc<OpenFile>> {
+    fn open_tmpfile(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        flags: OpenFlags,
+        mode: u32,
+        resolve: ResolveFlags,
+    ) -> Result<Arc<OpenFile>> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
-        let dir = self.walker(ctx, start, path, resolve)?.resolve(true, true)?;
+        let dir = self
+            .walker(ctx, start, path, resolve)?
+            .resolve(true, true)?;
         let _wr = begin_write(&dir)?;
         may_create(ctx.cred, &dir.dentry)?;
-        let (uid, gid, m) = perm::new_owner(ctx.cred, dir.dentry.inode().owner(), FileType::Regular, mode & !ctx.umask);
-        let node = NewNode { ftype: FileType::Regular, mode: m, uid, gid, rdev: DevId::default(), target: &[] };
+        let (uid, gid, m) = perm::new_owner(
+            ctx.cred,
+            dir.dentry.inode().owner(),
+            FileType::Regular,
+            mode & !ctx.umask,
+        );
+        let node = NewNode {
+            ftype: FileType::Regular,
+            mode: m,
+            uid,
+            gid,
+            rdev: DevId::default(),
+            target: &[],
+        };
         let inode = dir.dentry.inode().tmpfile(&Ctx { cred: ctx.cred }, &node)?;
         let d = Dentry::new(inode, Some(dir.dentry.clone()), b"#tmpfile"[..].into());
         d.set_dead();
@@ -817,6 +1259,12 @@ impl Vfs {
             d.set_linkable();
         }
         let vd = VirtualDentry::new(dir.mount.clone(), d);
-        self.do_open(ctx.cred, vd, flags - OpenFlags::__O_TMPFILE - OpenFlags::O_DIRECTORY, May::empty(), false)
+        self.do_open(
+            ctx.cred,
+            vd,
+            flags - OpenFlags::__O_TMPFILE - OpenFlags::O_DIRECTORY,
+            May::empty(),
+            false,
+        )
     }
 }

@@ -57,7 +57,11 @@ pub fn check(cred: &Credentials, o: Owner, want: May) -> Result<()> {
         }
     }
     if cred.has(Caps::DAC_READ_SEARCH) {
-        let rest = if o.is_dir() { want - May::READ - May::EXEC } else { want - May::READ };
+        let rest = if o.is_dir() {
+            want - May::READ - May::EXEC
+        } else {
+            want - May::READ
+        };
         if rest.is_empty() {
             return Ok(());
         }
@@ -169,7 +173,10 @@ pub fn new_owner(cred: &Credentials, dir: Owner, ftype: FileType, mode: u32) -> 
     let mut m = mode;
     if ftype == FileType::Directory {
         m |= S_ISGID;
-    } else if m & (S_ISGID | S_IXGRP) == (S_ISGID | S_IXGRP) && !cred.in_group(gid) && !cred.has(Caps::FSETID) {
+    } else if m & (S_ISGID | S_IXGRP) == (S_ISGID | S_IXGRP)
+        && !cred.in_group(gid)
+        && !cred.has(Caps::FSETID)
+    {
         m &= !S_ISGID;
     }
     (uid, gid, m)
@@ -212,7 +219,12 @@ pub fn check_xattr(cred: &Credentials, o: Owner, name: &[u8], write: bool) -> Re
         if ft != S_IFREG && ft != S_IFDIR {
             return Err(if write { Errno::EPERM } else { Errno::ENODATA });
         }
-        if ft == S_IFDIR && o.mode & S_ISVTX != 0 && write && cred.fsuid != o.uid && !cred.has(Caps::FOWNER) {
+        if ft == S_IFDIR
+            && o.mode & S_ISVTX != 0
+            && write
+            && cred.fsuid != o.uid
+            && !cred.has(Caps::FOWNER)
+        {
             return Err(Errno::EPERM);
         }
         return check(cred, o, if write { May::WRITE } else { May::READ });
@@ -234,10 +246,16 @@ mod tests {
     fn mode_bits_pick_one_class() {
         let u = Credentials::user(1000, 1000);
         // Owner class applies even when "other" would allow.
-        assert_eq!(check(&u, o(S_IFREG | 0o007, 1000, 0), May::READ), Err(Errno::EACCES));
+        assert_eq!(
+            check(&u, o(S_IFREG | 0o007, 1000, 0), May::READ),
+            Err(Errno::EACCES)
+        );
         assert_eq!(check(&u, o(S_IFREG | 0o070, 0, 1000), May::READ), Ok(()));
         assert_eq!(check(&u, o(S_IFREG | 0o004, 0, 0), May::READ), Ok(()));
-        assert_eq!(check(&u, o(S_IFREG | 0o004, 0, 0), May::WRITE), Err(Errno::EACCES));
+        assert_eq!(
+            check(&u, o(S_IFREG | 0o004, 0, 0), May::WRITE),
+            Err(Errno::EACCES)
+        );
     }
 
     #[test]
@@ -273,17 +291,34 @@ mod tests {
         let dir = o(S_IFDIR | 0o1777, 0, 0);
         assert!(may_delete_sticky(&u, dir, o(S_IFREG, 1000, 0)));
         assert!(!may_delete_sticky(&u, dir, o(S_IFREG, 1001, 0)));
-        assert!(may_delete_sticky(&u, o(S_IFDIR | 0o1777, 1000, 0), o(S_IFREG, 1001, 0)));
-        assert!(may_delete_sticky(&u, o(S_IFDIR | 0o777, 0, 0), o(S_IFREG, 1001, 0)));
+        assert!(may_delete_sticky(
+            &u,
+            o(S_IFDIR | 0o1777, 1000, 0),
+            o(S_IFREG, 1001, 0)
+        ));
+        assert!(may_delete_sticky(
+            &u,
+            o(S_IFDIR | 0o777, 0, 0),
+            o(S_IFREG, 1001, 0)
+        ));
     }
 
     #[test]
     fn setgid_directory_inheritance() {
         let u = Credentials::user(1000, 1000);
         let dir = o(S_IFDIR | 0o2777, 0, 50);
-        assert_eq!(new_owner(&u, dir, FileType::Directory, 0o755), (1000, 50, 0o2755));
-        assert_eq!(new_owner(&u, dir, FileType::Regular, 0o2755), (1000, 50, 0o755));
-        assert_eq!(new_owner(&u, o(S_IFDIR | 0o777, 0, 50), FileType::Regular, 0o644), (1000, 1000, 0o644));
+        assert_eq!(
+            new_owner(&u, dir, FileType::Directory, 0o755),
+            (1000, 50, 0o2755)
+        );
+        assert_eq!(
+            new_owner(&u, dir, FileType::Regular, 0o2755),
+            (1000, 50, 0o755)
+        );
+        assert_eq!(
+            new_owner(&u, o(S_IFDIR | 0o777, 0, 50), FileType::Regular, 0o644),
+            (1000, 1000, 0o644)
+        );
     }
 
     #[test]
@@ -295,15 +330,27 @@ mod tests {
         assert_eq!(check_chown(&u, f, None, Some(100)), Err(Errno::EPERM));
         u.groups.push(100);
         assert_eq!(check_chown(&u, f, None, Some(100)), Ok(()));
-        assert_eq!(check_chown(&Credentials::root(), f, Some(7), Some(8)), Ok(()));
+        assert_eq!(
+            check_chown(&Credentials::root(), f, Some(7), Some(8)),
+            Ok(())
+        );
     }
 
     #[test]
     fn setid_bits_cleared() {
         let u = Credentials::user(1, 1);
-        assert_eq!(mode_after_write(&u, S_IFREG | 0o6755), Some(S_IFREG | 0o755));
-        assert_eq!(mode_after_write(&u, S_IFREG | 0o6745), Some(S_IFREG | 0o2745));
-        assert_eq!(mode_after_write(&Credentials::root(), S_IFREG | 0o6755), None);
+        assert_eq!(
+            mode_after_write(&u, S_IFREG | 0o6755),
+            Some(S_IFREG | 0o755)
+        );
+        assert_eq!(
+            mode_after_write(&u, S_IFREG | 0o6745),
+            Some(S_IFREG | 0o2745)
+        );
+        assert_eq!(
+            mode_after_write(&Credentials::root(), S_IFREG | 0o6755),
+            None
+        );
         assert_eq!(mode_after_chown(S_IFREG | 0o4755), Some(S_IFREG | 0o755));
         assert_eq!(check_chmod(&u, o(S_IFREG, 1, 5), 0o2755), Ok(0o755));
         assert_eq!(check_chmod(&u, o(S_IFREG, 2, 5), 0o755), Err(Errno::EPERM));
@@ -315,7 +362,10 @@ mod tests {
         let f = o(S_IFREG | 0o644, 1, 1);
         assert_eq!(check_xattr(&u, f, b"trusted.x", true), Err(Errno::EPERM));
         assert_eq!(check_xattr(&u, f, b"user.x", true), Ok(()));
-        assert_eq!(check_xattr(&u, o(S_IFLNK | 0o777, 1, 1), b"user.x", true), Err(Errno::EPERM));
+        assert_eq!(
+            check_xattr(&u, o(S_IFLNK | 0o777, 1, 1), b"user.x", true),
+            Err(Errno::EPERM)
+        );
         assert_eq!(check_xattr(&u, f, b"bogus", true), Err(Errno::EOPNOTSUPP));
     }
 }

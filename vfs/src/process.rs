@@ -56,7 +56,11 @@ impl FdTable {
     }
 
     fn get(&self, fd: i32) -> Result<Arc<OpenFile>> {
-        usize::try_from(fd).ok().and_then(|i| self.slots.get(i)).and_then(|s| s.clone()).ok_or(Errno::EBADF)
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .and_then(|s| s.clone())
+            .ok_or(Errno::EBADF)
     }
 }
 
@@ -76,8 +80,16 @@ impl Process {
         Process {
             vfs,
             ns: RwLock::new(ns),
-            state: RwLock::new(State { root: root.clone(), cwd: root, umask: 0o022, cred: Arc::new(cred) }),
-            fds: Mutex::new(FdTable { slots: Vec::new(), max: DEFAULT_MAX_FDS }),
+            state: RwLock::new(State {
+                root: root.clone(),
+                cwd: root,
+                umask: 0o022,
+                cred: Arc::new(cred),
+            }),
+            fds: Mutex::new(FdTable {
+                slots: Vec::new(),
+                max: DEFAULT_MAX_FDS,
+            }),
         }
     }
 
@@ -141,10 +153,19 @@ impl Process {
         Ok(self.file(dirfd)?.location().clone())
     }
 
-    fn with<T>(&self, dirfd: i32, path: &[u8], f: impl FnOnce(&Vfs, &PathCtx<'_>, &VirtualDentry) -> Result<T>) -> Result<T> {
+    fn with<T>(
+        &self,
+        dirfd: i32,
+        path: &[u8],
+        f: impl FnOnce(&Vfs, &PathCtx<'_>, &VirtualDentry) -> Result<T>,
+    ) -> Result<T> {
         let st = self.snapshot();
         let start = self.start(&st, dirfd, path)?;
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
         f(&self.vfs, &ctx, &start)
     }
 
@@ -164,11 +185,22 @@ impl Process {
     }
 
     /// `linkat(2)`.
-    pub fn linkat(&self, olddirfd: i32, old: &[u8], newdirfd: i32, new: &[u8], flags: AtFlags) -> Result<()> {
+    pub fn linkat(
+        &self,
+        olddirfd: i32,
+        old: &[u8],
+        newdirfd: i32,
+        new: &[u8],
+        flags: AtFlags,
+    ) -> Result<()> {
         let st = self.snapshot();
         let os = self.start(&st, olddirfd, old)?;
         let ns = self.start(&st, newdirfd, new)?;
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
         self.vfs.linkat(&ctx, &os, old, &ns, new, flags)
     }
 
@@ -178,11 +210,22 @@ impl Process {
     }
 
     /// `renameat2(2)`.
-    pub fn renameat2(&self, olddirfd: i32, old: &[u8], newdirfd: i32, new: &[u8], flags: RenameFlags) -> Result<()> {
+    pub fn renameat2(
+        &self,
+        olddirfd: i32,
+        old: &[u8],
+        newdirfd: i32,
+        new: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
         let st = self.snapshot();
         let os = self.start(&st, olddirfd, old)?;
         let ns = self.start(&st, newdirfd, new)?;
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
         self.vfs.renameat2(&ctx, &os, old, &ns, new, flags)
     }
 
@@ -208,7 +251,13 @@ impl Process {
     }
 
     /// `faccessat2(2)`.
-    pub fn faccessat2(&self, dirfd: i32, path: &[u8], mode: AccessFlags, flags: AtFlags) -> Result<()> {
+    pub fn faccessat2(
+        &self,
+        dirfd: i32,
+        path: &[u8],
+        mode: AccessFlags,
+        flags: AtFlags,
+    ) -> Result<()> {
         self.with(dirfd, path, |v, c, s| v.faccessat2(c, s, path, mode, flags))
     }
 
@@ -224,7 +273,14 @@ impl Process {
     }
 
     /// `fchownat(2)`; -1 leaves an id as it is.
-    pub fn fchownat(&self, dirfd: i32, path: &[u8], uid: i64, gid: i64, flags: AtFlags) -> Result<()> {
+    pub fn fchownat(
+        &self,
+        dirfd: i32,
+        path: &[u8],
+        uid: i64,
+        gid: i64,
+        flags: AtFlags,
+    ) -> Result<()> {
         let (u, g) = (id_arg(uid), id_arg(gid));
         self.with(dirfd, path, |v, c, s| v.fchownat(c, s, path, u, g, flags))
     }
@@ -232,7 +288,8 @@ impl Process {
     /// `fchown(2)`.
     pub fn fchown(&self, fd: i32, uid: i64, gid: i64) -> Result<()> {
         let f = self.io_file(fd)?;
-        self.vfs.chown_vd(&self.credentials(), f.location(), id_arg(uid), id_arg(gid))
+        self.vfs
+            .chown_vd(&self.credentials(), f.location(), id_arg(uid), id_arg(gid))
     }
 
     /// `truncate(2)`.
@@ -249,24 +306,45 @@ impl Process {
         if f.location().dentry.file_type() != FileType::Regular || !f.writable() {
             return Err(Errno::EINVAL);
         }
-        self.vfs.truncate_vd(&self.credentials(), f.location(), len as u64)
+        self.vfs
+            .truncate_vd(&self.credentials(), f.location(), len as u64)
     }
 
     /// `utimensat(2)`.
-    pub fn utimensat(&self, dirfd: i32, path: &[u8], atime: TimeSpec, mtime: TimeSpec, flags: AtFlags) -> Result<()> {
-        self.with(dirfd, path, |v, c, s| v.utimensat(c, s, path, atime, mtime, flags))
+    pub fn utimensat(
+        &self,
+        dirfd: i32,
+        path: &[u8],
+        atime: TimeSpec,
+        mtime: TimeSpec,
+        flags: AtFlags,
+    ) -> Result<()> {
+        self.with(dirfd, path, |v, c, s| {
+            v.utimensat(c, s, path, atime, mtime, flags)
+        })
     }
 
     /// `openat(2)`: returns the new descriptor.
     pub fn openat(&self, dirfd: i32, path: &[u8], flags: OpenFlags, mode: u32) -> Result<i32> {
-        let f = self.with(dirfd, path, |v, c, s| v.openat(c, s, path, flags, mode, ResolveFlags::empty(), false))?;
+        let f = self.with(dirfd, path, |v, c, s| {
+            v.openat(c, s, path, flags, mode, ResolveFlags::empty(), false)
+        })?;
         self.fds.lock().insert(f)
     }
 
     /// `openat2(2)`.
-    pub fn openat2(&self, dirfd: i32, path: &[u8], flags: OpenFlags, mode: u64, resolve: ResolveFlags) -> Result<i32> {
+    pub fn openat2(
+        &self,
+        dirfd: i32,
+        path: &[u8],
+        flags: OpenFlags,
+        mode: u64,
+        resolve: ResolveFlags,
+    ) -> Result<i32> {
         let mode = u32::try_from(mode).map_err(|_| Errno::EINVAL)?;
-        let f = self.with(dirfd, path, |v, c, s| v.openat(c, s, path, flags, mode, resolve, true))?;
+        let f = self.with(dirfd, path, |v, c, s| {
+            v.openat(c, s, path, flags, mode, resolve, true)
+        })?;
         self.fds.lock().insert(f)
     }
 
@@ -274,7 +352,10 @@ impl Process {
     pub fn close(&self, fd: i32) -> Result<()> {
         let f = {
             let mut t = self.fds.lock();
-            let slot = usize::try_from(fd).ok().and_then(|i| t.slots.get_mut(i)).ok_or(Errno::EBADF)?;
+            let slot = usize::try_from(fd)
+                .ok()
+                .and_then(|i| t.slots.get_mut(i))
+                .ok_or(Errno::EBADF)?;
             slot.take().ok_or(Errno::EBADF)?
         };
         // The description is dropped here, outside the table lock.
@@ -398,12 +479,23 @@ impl Process {
 
     /// `getxattr(2)` (`follow`) or `lgetxattr(2)`.
     pub fn getxattr(&self, path: &[u8], name: &[u8], follow: bool) -> Result<Vec<u8>> {
-        self.with(AT_FDCWD, path, |v, c, s| v.getxattr(c, s, path, name, follow))
+        self.with(AT_FDCWD, path, |v, c, s| {
+            v.getxattr(c, s, path, name, follow)
+        })
     }
 
     /// `setxattr(2)` or `lsetxattr(2)`.
-    pub fn setxattr(&self, path: &[u8], name: &[u8], value: &[u8], flags: XattrFlags, follow: bool) -> Result<()> {
-        self.with(AT_FDCWD, path, |v, c, s| v.setxattr(c, s, path, name, value, flags, follow))
+    pub fn setxattr(
+        &self,
+        path: &[u8],
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        follow: bool,
+    ) -> Result<()> {
+        self.with(AT_FDCWD, path, |v, c, s| {
+            v.setxattr(c, s, path, name, value, flags, follow)
+        })
     }
 
     /// `listxattr(2)` or `llistxattr(2)`.
@@ -413,17 +505,30 @@ impl Process {
 
     /// `removexattr(2)` or `lremovexattr(2)`.
     pub fn removexattr(&self, path: &[u8], name: &[u8], follow: bool) -> Result<()> {
-        self.with(AT_FDCWD, path, |v, c, s| v.removexattr(c, s, path, name, follow))
+        self.with(AT_FDCWD, path, |v, c, s| {
+            v.removexattr(c, s, path, name, follow)
+        })
     }
 
     /// `mount(2)`.
-    pub fn mount(&self, source: &[u8], target: &[u8], fstype: &[u8], flags: MountFlags, data: &[u8]) -> Result<()> {
+    pub fn mount(
+        &self,
+        source: &[u8],
+        target: &[u8],
+        fstype: &[u8],
+        flags: MountFlags,
+        data: &[u8],
+    ) -> Result<()> {
         let st = self.snapshot();
         if !st.cred.has(Caps::SYS_ADMIN) {
             return Err(Errno::EPERM);
         }
         let ns = self.namespace();
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
         let tgt = self.vfs.lookup(&ctx, &st.cwd, target, true, false)?;
         let v = &self.vfs;
         if flags.contains(MountFlags::MS_REMOUNT) {
@@ -446,25 +551,41 @@ impl Process {
 
     /// `umount2(2)`.
     pub fn umount2(&self, target: &[u8], flags: UmountFlags) -> Result<()> {
-        let known = UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH | UmountFlags::MNT_EXPIRE | UmountFlags::UMOUNT_NOFOLLOW;
+        let known = UmountFlags::MNT_FORCE
+            | UmountFlags::MNT_DETACH
+            | UmountFlags::MNT_EXPIRE
+            | UmountFlags::UMOUNT_NOFOLLOW;
         if !(flags - known).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if flags.contains(UmountFlags::MNT_EXPIRE) && flags.intersects(UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH) {
+        if flags.contains(UmountFlags::MNT_EXPIRE)
+            && flags.intersects(UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH)
+        {
             return Err(Errno::EINVAL);
         }
         let st = self.snapshot();
         if !st.cred.has(Caps::SYS_ADMIN) {
             return Err(Errno::EPERM);
         }
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
-        let vd = self.vfs.lookup(&ctx, &st.cwd, target, !flags.contains(UmountFlags::UMOUNT_NOFOLLOW), false)?;
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
+        let vd = self.vfs.lookup(
+            &ctx,
+            &st.cwd,
+            target,
+            !flags.contains(UmountFlags::UMOUNT_NOFOLLOW),
+            false,
+        )?;
         let ns = self.namespace();
         // References this call holds itself: the resolved location, and the
         // snapshot's copies of root and cwd when they are in that mount (the
         // process state's own copies still count, and make it busy).
-        let own = 1 + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount)) + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
-        drop(ctx);
+        let own = 1
+            + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount))
+            + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
         let expiring = flags.contains(UmountFlags::MNT_EXPIRE);
         if expiring && !vd.mount.mark_expiry() {
             return Err(Errno::EAGAIN);
@@ -478,7 +599,11 @@ impl Process {
         if !st.cred.has(Caps::SYS_ADMIN) {
             return Err(Errno::EPERM);
         }
-        let ctx = PathCtx { cred: &st.cred, root: &st.root, umask: st.umask };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
         let new = self.vfs.lookup_dir(&ctx, &st.cwd, new_root)?;
         let old = self.vfs.lookup_dir(&ctx, &st.cwd, put_old)?;
         let ns = self.namespace();

@@ -83,7 +83,8 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(Errno::ENAMETOOLONG);
         }
         let resolve = flags.resolve;
-        let scoped = resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
+        let scoped =
+            resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
         let root = if scoped { start.clone() } else { root.clone() };
         let mut w = Walker {
             vfs,
@@ -100,7 +101,10 @@ impl<'a, 'p> Walker<'a, 'p> {
         } else if !path.is_empty() && !w.cur.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        w.segs.push(Seg { buf: Cow::Borrowed(path), pos: 0 });
+        w.segs.push(Seg {
+            buf: Cow::Borrowed(path),
+            pos: 0,
+        });
         Ok(w)
     }
 
@@ -113,7 +117,9 @@ impl<'a, 'p> Walker<'a, 'p> {
         if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
             return Err(Errno::EXDEV);
         }
-        if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) && !Arc::ptr_eq(&self.cur.mount, &self.root.mount) {
+        if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
+            && !Arc::ptr_eq(&self.cur.mount, &self.root.mount)
+        {
             return Err(Errno::EXDEV);
         }
         self.cur = self.root.clone();
@@ -122,7 +128,9 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Whether every remaining segment holds only slashes.
     fn rest_is_empty(&self) -> bool {
-        self.segs.iter().all(|s| s.buf[s.pos..].iter().all(|&b| b == b'/'))
+        self.segs
+            .iter()
+            .all(|s| s.buf[s.pos..].iter().all(|&b| b == b'/'))
     }
 
     /// Takes the next component: its bytes and whether it is the last one.
@@ -207,7 +215,10 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(Errno::ENAMETOOLONG);
         }
         let dentry = lookup_in(self.cred, &self.cur.dentry, name)?;
-        let mut vd = VirtualDentry { mount: self.cur.mount.clone(), dentry };
+        let mut vd = VirtualDentry {
+            mount: self.cur.mount.clone(),
+            dentry,
+        };
         self.follow_mounts(&mut vd)?;
         Ok(vd)
     }
@@ -247,7 +258,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
                         return Err(Errno::EXDEV);
                     }
-                    self.cur = VirtualDentry { mount: pm, dentry: mp };
+                    self.cur = VirtualDentry {
+                        mount: pm,
+                        dentry: mp,
+                    };
                 }
                 None => {
                     // The top of the tree: like the root, `..` stays put.
@@ -291,7 +305,10 @@ impl<'a, 'p> Walker<'a, 'p> {
         if target[0] == b'/' {
             self.jump_root()?;
         }
-        self.segs.push(Seg { buf: Cow::Owned(target), pos: 0 });
+        self.segs.push(Seg {
+            buf: Cow::Owned(target),
+            pos: 0,
+        });
         Ok(())
     }
 
@@ -306,7 +323,8 @@ impl<'a, 'p> Walker<'a, 'p> {
                 Last::DotDot => self.dotdot()?,
                 Last::Name(name) => {
                     let child = self.lookup_child(&name)?;
-                    if child.dentry.file_type() == FileType::Symlink && (follow || self.must_be_dir) {
+                    if child.dentry.file_type() == FileType::Symlink && (follow || self.must_be_dir)
+                    {
                         self.follow_link(&child)?;
                         continue;
                     }

@@ -80,7 +80,8 @@ impl FileData {
                     self.pages.entry(idx).or_insert_with(Page::zeroed)
                 }
             };
-            page.0[in_page..in_page + n].copy_from_slice(&buf[(pos - off) as usize..(pos - off) as usize + n]);
+            page.0[in_page..in_page + n]
+                .copy_from_slice(&buf[(pos - off) as usize..(pos - off) as usize + n]);
             pos += n as u64;
         }
         let written = (pos - off) as usize;
@@ -229,7 +230,8 @@ impl FileOps for RegularFile {
     fn allocate(&self, _ctx: &Ctx<'_>, mode: FallocFlags, off: u64, len: u64) -> Result<()> {
         let fs = self.inode.fs()?;
         let keep = mode.contains(FallocFlags::FALLOC_FL_KEEP_SIZE);
-        if !(mode - FallocFlags::FALLOC_FL_KEEP_SIZE - FallocFlags::FALLOC_FL_PUNCH_HOLE).is_empty() {
+        if !(mode - FallocFlags::FALLOC_FL_KEEP_SIZE - FallocFlags::FALLOC_FL_PUNCH_HOLE).is_empty()
+        {
             return Err(Errno::EOPNOTSUPP);
         }
         let mut d = self.data()?.write();

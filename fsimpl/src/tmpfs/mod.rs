@@ -21,13 +21,15 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use tessera_vfs::abi::*;
-use tessera_vfs::fstype::{parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem};
+use tessera_vfs::fstype::{
+    parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
+};
 use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, NewNode};
 use tessera_vfs::perm::Owner;
 use tessera_vfs::Clock;
 
-pub use file::PAGE_SIZE;
 use file::FileData;
+pub use file::PAGE_SIZE;
 
 /// The magic number `statfs` reports.
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;
@@ -78,18 +80,46 @@ impl FilesystemType for TmpfsType {
     }
 
     fn options(&self) -> FsTypeOptions {
-        FsTypeOptions { allow_user_mount: true, allow_user_list: true, nodev: true }
+        FsTypeOptions {
+            allow_user_mount: true,
+            allow_user_list: true,
+            nodev: true,
+        }
     }
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<NewFilesystem> {
         let mut d: MountData = req.data.clone();
-        let size = d.take_value("size")?.map(|v| parse_size_opt(&v, self.total_memory)).transpose()?;
-        let blocks = d.take_value("nr_blocks")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
-        let inodes = d.take_value("nr_inodes")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
-        let mode = d.take_value("mode")?.map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL)).transpose()?;
-        let uid = d.take_value("uid")?.map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL)).transpose()?;
-        let gid = d.take_value("gid")?.map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL)).transpose()?;
-        for (k, _) in [("huge", ()), ("mpol", ()), ("inode32", ()), ("inode64", ()), ("noswap", ())] {
+        let size = d
+            .take_value("size")?
+            .map(|v| parse_size_opt(&v, self.total_memory))
+            .transpose()?;
+        let blocks = d
+            .take_value("nr_blocks")?
+            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
+            .transpose()?;
+        let inodes = d
+            .take_value("nr_inodes")?
+            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
+            .transpose()?;
+        let mode = d
+            .take_value("mode")?
+            .map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL))
+            .transpose()?;
+        let uid = d
+            .take_value("uid")?
+            .map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL))
+            .transpose()?;
+        let gid = d
+            .take_value("gid")?
+            .map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL))
+            .transpose()?;
+        for (k, _) in [
+            ("huge", ()),
+            ("mpol", ()),
+            ("inode32", ()),
+            ("inode64", ()),
+            ("noswap", ()),
+        ] {
             d.take(k);
         }
         d.finish()?;
@@ -99,7 +129,10 @@ impl FilesystemType for TmpfsType {
             (None, None) => 0,
         };
         let fs = Arc::new(TmpfsFs {
-            limits: RwLock::new(Limits { max_pages, max_inodes: inodes.unwrap_or(0) }),
+            limits: RwLock::new(Limits {
+                max_pages,
+                max_inodes: inodes.unwrap_or(0),
+            }),
             used_pages: AtomicU64::new(0),
             used_inodes: AtomicU64::new(0),
             next_ino: AtomicU64::new(1),
@@ -146,7 +179,11 @@ impl TmpfsFs {
             self.used_pages.fetch_add(n, Ordering::Relaxed);
             return true;
         }
-        self.used_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u + n <= max).then_some(u + n)).is_ok()
+        self.used_pages
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + n <= max).then_some(u + n)
+            })
+            .is_ok()
     }
 
     pub(crate) fn release_pages(&self, n: u64) {
@@ -160,7 +197,9 @@ impl TmpfsFs {
             return Ok(());
         }
         self.used_inodes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < max).then_some(u + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < max).then_some(u + 1)
+            })
             .map(|_| ())
             .map_err(|_| Errno::ENOSPC)
     }
@@ -175,9 +214,27 @@ impl FilesystemOps for TmpfsFs {
         let l = *self.limits.read();
         let used = self.used_pages.load(Ordering::Relaxed);
         let iused = self.used_inodes.load(Ordering::Relaxed);
-        let (blocks, bfree) = if l.max_pages == 0 { (0, 0) } else { (l.max_pages, l.max_pages.saturating_sub(used)) };
-        let (files, ffree) = if l.max_inodes == 0 { (0, 0) } else { (l.max_inodes, l.max_inodes.saturating_sub(iused)) };
-        Ok(Statfs { fs_type: TMPFS_MAGIC, bsize: PAGE_SIZE as u64, blocks, bfree, bavail: bfree, files, ffree, namelen: NAME_MAX as u64, flags: 0 })
+        let (blocks, bfree) = if l.max_pages == 0 {
+            (0, 0)
+        } else {
+            (l.max_pages, l.max_pages.saturating_sub(used))
+        };
+        let (files, ffree) = if l.max_inodes == 0 {
+            (0, 0)
+        } else {
+            (l.max_inodes, l.max_inodes.saturating_sub(iused))
+        };
+        Ok(Statfs {
+            fs_type: TMPFS_MAGIC,
+            bsize: PAGE_SIZE as u64,
+            blocks,
+            bfree,
+            bavail: bfree,
+            files,
+            ffree,
+            namelen: NAME_MAX as u64,
+            flags: 0,
+        })
     }
 
     fn show_options(&self) -> String {
@@ -204,8 +261,14 @@ impl FilesystemOps for TmpfsFs {
 
     fn remount(&self, data: &MountData) -> Result<()> {
         let mut d = data.clone();
-        let size = d.take_value("size")?.map(|v| parse_size_opt(&v, 8 << 30)).transpose()?;
-        let inodes = d.take_value("nr_inodes")?.map(|v| parse_size(&v).ok_or(Errno::EINVAL)).transpose()?;
+        let size = d
+            .take_value("size")?
+            .map(|v| parse_size_opt(&v, 8 << 30))
+            .transpose()?;
+        let inodes = d
+            .take_value("nr_inodes")?
+            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
+            .transpose()?;
         d.finish()?;
         let mut l = self.limits.write();
         if let Some(s) = size {
@@ -249,6 +312,9 @@ enum Data {
     Other,
 }
 
+/// Extended attributes by name.
+type Xattrs = BTreeMap<Box<[u8]>, Box<[u8]>>;
+
 /// A tmpfs inode.
 pub struct TmpInode {
     fs: Weak<TmpfsFs>,
@@ -257,7 +323,8 @@ pub struct TmpInode {
     rdev: DevId,
     meta: RwLock<Meta>,
     data: Data,
-    xattrs: Mutex<Option<Box<BTreeMap<Box<[u8]>, Box<[u8]>>>>>,
+    /// Allocated on first use: most files have none.
+    xattrs: Mutex<Option<Box<Xattrs>>>,
 }
 
 impl TmpInode {
@@ -279,7 +346,11 @@ impl TmpInode {
                 mode: node.ftype.mode_bits() | (node.mode & 0o7777),
                 uid: node.uid,
                 gid: node.gid,
-                nlink: if node.ftype == FileType::Directory { 2 } else { 1 },
+                nlink: if node.ftype == FileType::Directory {
+                    2
+                } else {
+                    1
+                },
                 atime: now,
                 mtime: now,
                 ctime: now,
@@ -323,7 +394,9 @@ impl TmpInode {
         match &self.data {
             Data::Regular(d) => d.read().size,
             Data::Symlink(t) => t.len() as u64,
-            _ if self.ftype == FileType::Directory => self.meta.read().entries as u64 * BOGO_DIRENT_SIZE,
+            _ if self.ftype == FileType::Directory => {
+                self.meta.read().entries as u64 * BOGO_DIRENT_SIZE
+            }
             _ => 0,
         }
     }
@@ -354,7 +427,11 @@ impl Inode for TmpInode {
 
     fn owner(&self) -> Owner {
         let m = self.meta.read();
-        Owner { mode: m.mode, uid: m.uid, gid: m.gid }
+        Owner {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+        }
     }
 
     fn stat(&self) -> Statx {
@@ -384,7 +461,9 @@ impl Inode for TmpInode {
     fn setattr(&self, _ctx: &Ctx<'_>, attr: &SetAttr) -> Result<()> {
         let now = self.now();
         if let Some(size) = attr.size {
-            let Data::Regular(d) = &self.data else { return Err(Errno::EINVAL) };
+            let Data::Regular(d) = &self.data else {
+                return Err(Errno::EINVAL);
+            };
             let fs = self.fs()?;
             d.write().truncate(&fs, size);
             let mut m = self.meta.write();
@@ -418,7 +497,14 @@ impl Inode for TmpInode {
     fn create(&self, _ctx: &Ctx<'_>, _name: &[u8], new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
         let fs = self.fs()?;
         let inode = TmpInode::new(&fs, new)?;
-        self.dir_changed(1, if new.ftype == FileType::Directory { 1 } else { 0 });
+        self.dir_changed(
+            1,
+            if new.ftype == FileType::Directory {
+                1
+            } else {
+                0
+            },
+        );
         Ok(inode)
     }
 
@@ -519,7 +605,9 @@ impl Inode for TmpInode {
 
     fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
         match &self.data {
-            Data::Regular(_) => Ok(Box::new(file::RegularFile { inode: self.clone() })),
+            Data::Regular(_) => Ok(Box::new(file::RegularFile {
+                inode: self.clone(),
+            })),
             Data::Fifo(p) => Ok(Box::new(pipe::PipeEnd::open(p.clone(), flags)?)),
             _ if self.ftype == FileType::Directory => Ok(Box::new(DirFile)),
             _ => Err(Errno::ENXIO),
@@ -527,7 +615,12 @@ impl Inode for TmpInode {
     }
 
     fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
-        self.xattrs.lock().as_ref().and_then(|m| m.get(name)).map(|v| v.to_vec()).ok_or(Errno::ENODATA)
+        self.xattrs
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .map(|v| v.to_vec())
+            .ok_or(Errno::ENODATA)
     }
 
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
@@ -548,7 +641,12 @@ impl Inode for TmpInode {
     }
 
     fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
-        Ok(self.xattrs.lock().as_ref().map(|m| m.keys().map(|k| k.to_vec()).collect()).unwrap_or_default())
+        Ok(self
+            .xattrs
+            .lock()
+            .as_ref()
+            .map(|m| m.keys().map(|k| k.to_vec()).collect())
+            .unwrap_or_default())
     }
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {

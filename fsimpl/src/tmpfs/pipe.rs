@@ -86,7 +86,12 @@ impl PipeEnd {
             }
         }
         drop(st);
-        Ok(PipeEnd { pipe, read, write, nonblock })
+        Ok(PipeEnd {
+            pipe,
+            read,
+            write,
+            nonblock,
+        })
     }
 }
 
@@ -120,12 +125,20 @@ impl FileOps for PipeEnd {
         let mut done = 0;
         while done < buf.len() {
             if st.readers == 0 {
-                return if done > 0 { Ok((done, 0)) } else { Err(Errno::EPIPE) };
+                return if done > 0 {
+                    Ok((done, 0))
+                } else {
+                    Err(Errno::EPIPE)
+                };
             }
             let room = PIPE_CAPACITY - st.buf.len();
             let left = buf.len() - done;
             // Small writes go in whole or wait.
-            let fits = if left <= PIPE_BUF { room >= left } else { room > 0 };
+            let fits = if left <= PIPE_BUF {
+                room >= left
+            } else {
+                room > 0
+            };
             if fits {
                 let n = room.min(left);
                 st.buf.extend(&buf[done..done + n]);
@@ -134,7 +147,11 @@ impl FileOps for PipeEnd {
                 continue;
             }
             if self.nonblock {
-                return if done > 0 { Ok((done, 0)) } else { Err(Errno::EAGAIN) };
+                return if done > 0 {
+                    Ok((done, 0))
+                } else {
+                    Err(Errno::EAGAIN)
+                };
             }
             self.pipe.cond.wait(&mut st);
         }

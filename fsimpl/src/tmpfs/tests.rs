@@ -9,8 +9,18 @@ use super::TmpfsType;
 
 fn proc_with(data: &[u8]) -> Process {
     let vfs = Vfs::new();
-    vfs.fstypes.register(Arc::new(TmpfsType::default())).unwrap();
-    let root = vfs.mount_disconnected(&Credentials::root(), "tmpfs", b"none", MountFlags::empty(), data).unwrap();
+    vfs.fstypes
+        .register(Arc::new(TmpfsType::default()))
+        .unwrap();
+    let root = vfs
+        .mount_disconnected(
+            &Credentials::root(),
+            "tmpfs",
+            b"none",
+            MountFlags::empty(),
+            data,
+        )
+        .unwrap();
     let ns = vfs.new_namespace(root).unwrap();
     Process::new(vfs, ns, Credentials::root())
 }
@@ -18,7 +28,14 @@ fn proc_with(data: &[u8]) -> Process {
 #[test]
 fn sparse_files_and_holes() {
     let p = proc_with(b"mode=0755");
-    let fd = p.openat(AT_FDCWD, b"/f", OpenFlags::O_RDWR | OpenFlags::O_CREAT, 0o644).unwrap();
+    let fd = p
+        .openat(
+            AT_FDCWD,
+            b"/f",
+            OpenFlags::O_RDWR | OpenFlags::O_CREAT,
+            0o644,
+        )
+        .unwrap();
     assert_eq!(p.pwrite(fd, b"x", 3 * 4096 + 10).unwrap(), 1);
     assert_eq!(p.lseek(fd, 0, 3).unwrap(), 3 * 4096);
     assert_eq!(p.lseek(fd, 0, 4).unwrap(), 0);
@@ -31,7 +48,14 @@ fn sparse_files_and_holes() {
 #[test]
 fn size_limit_gives_partial_write_then_enospc() {
     let p = proc_with(b"size=8k");
-    let fd = p.openat(AT_FDCWD, b"/f", OpenFlags::O_RDWR | OpenFlags::O_CREAT, 0o644).unwrap();
+    let fd = p
+        .openat(
+            AT_FDCWD,
+            b"/f",
+            OpenFlags::O_RDWR | OpenFlags::O_CREAT,
+            0o644,
+        )
+        .unwrap();
     let big = vec![7u8; 10000];
     assert_eq!(p.write(fd, &big).unwrap(), 8192);
     assert_eq!(p.write(fd, b"more").unwrap_err(), Errno::ENOSPC);
@@ -47,7 +71,10 @@ fn inode_limit() {
     let p = proc_with(b"nr_inodes=3");
     p.mkdirat(AT_FDCWD, b"/a", 0o755).unwrap();
     p.mkdirat(AT_FDCWD, b"/b", 0o755).unwrap();
-    assert_eq!(p.mkdirat(AT_FDCWD, b"/c", 0o755).unwrap_err(), Errno::ENOSPC);
+    assert_eq!(
+        p.mkdirat(AT_FDCWD, b"/c", 0o755).unwrap_err(),
+        Errno::ENOSPC
+    );
     p.unlinkat(AT_FDCWD, b"/a", AtFlags::AT_REMOVEDIR).unwrap();
     p.mkdirat(AT_FDCWD, b"/c", 0o755).unwrap();
 }
@@ -55,9 +82,29 @@ fn inode_limit() {
 #[test]
 fn bad_options_are_einval() {
     let vfs = Vfs::new();
-    vfs.fstypes.register(Arc::new(TmpfsType::default())).unwrap();
-    for bad in [&b"bogus=1"[..], b"size=12q", b"mode=99", b"size", b"uid=x", b"size=200%"] {
-        let r = vfs.mount_disconnected(&Credentials::root(), "tmpfs", b"none", MountFlags::empty(), bad);
-        assert_eq!(r.err(), Some(Errno::EINVAL), "{:?}", String::from_utf8_lossy(bad));
+    vfs.fstypes
+        .register(Arc::new(TmpfsType::default()))
+        .unwrap();
+    for bad in [
+        &b"bogus=1"[..],
+        b"size=12q",
+        b"mode=99",
+        b"size",
+        b"uid=x",
+        b"size=200%",
+    ] {
+        let r = vfs.mount_disconnected(
+            &Credentials::root(),
+            "tmpfs",
+            b"none",
+            MountFlags::empty(),
+            bad,
+        );
+        assert_eq!(
+            r.err(),
+            Some(Errno::EINVAL),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }

@@ -72,8 +72,22 @@ impl OpenFlags {
 
     /// The flags open(2) accepts; the other bits are ignored by open and rejected by openat2.
     pub const VALID: OpenFlags = OpenFlags::from_bits_retain(
-        0o3 | 0o100 | 0o200 | 0o400 | 0o1000 | 0o2000 | 0o4000 | 0o10000 | 0o20000 | 0o40000
-            | 0o100000 | 0o200000 | 0o400000 | 0o1000000 | 0o2000000 | 0o4000000 | 0o10000000
+        0o3 | 0o100
+            | 0o200
+            | 0o400
+            | 0o1000
+            | 0o2000
+            | 0o4000
+            | 0o10000
+            | 0o20000
+            | 0o40000
+            | 0o100000
+            | 0o200000
+            | 0o400000
+            | 0o1000000
+            | 0o2000000
+            | 0o4000000
+            | 0o10000000
             | 0o20000000,
     );
 
@@ -224,7 +238,8 @@ bitflags! {
 
 impl MountFlags {
     /// The propagation-type flags; at most one may be given.
-    pub const PROPAGATION: MountFlags = MountFlags::from_bits_retain((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20));
+    pub const PROPAGATION: MountFlags =
+        MountFlags::from_bits_retain((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20));
 }
 
 bitflags! {

@@ -142,7 +142,10 @@ impl DevId {
     pub fn from_raw(dev: u64) -> DevId {
         let major = ((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff);
         let minor = ((dev >> 12) & 0xffffff00) | (dev & 0xff);
-        DevId { major: major as u32, minor: minor as u32 }
+        DevId {
+            major: major as u32,
+            minor: minor as u32,
+        }
     }
 }
 

@@ -26,7 +26,10 @@ pub fn path_of(vd: &VirtualDentry, root: &VirtualDentry) -> PathName {
         if cur.is_mount_root() {
             match cur.mount.parent() {
                 Some((pm, mp)) => {
-                    cur = VirtualDentry { mount: pm, dentry: mp };
+                    cur = VirtualDentry {
+                        mount: pm,
+                        dentry: mp,
+                    };
                     continue;
                 }
                 None => break false,
@@ -78,14 +81,20 @@ pub fn root_in_fs(vd: &VirtualDentry) -> Vec<u8> {
 pub fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
         match b {
-            b' ' | b'\t' | b'\n' | b'\\' => out.extend_from_slice(format!("\\{:03o}", b).as_bytes()),
+            b' ' | b'\t' | b'\n' | b'\\' => {
+                out.extend_from_slice(format!("\\{:03o}", b).as_bytes())
+            }
             _ => out.push(b),
         }
     }
 }
 
 fn mount_opts(f: MntFlags) -> String {
-    let mut s = String::from(if f.contains(MntFlags::RDONLY) { "ro" } else { "rw" });
+    let mut s = String::from(if f.contains(MntFlags::RDONLY) {
+        "ro"
+    } else {
+        "rw"
+    });
     for (flag, name) in [
         (MntFlags::NOSUID, ",nosuid"),
         (MntFlags::NODEV, ",nodev"),
@@ -113,7 +122,11 @@ pub enum MountsFormat {
 
 /// The mount table of `ns` as a process with root `root` sees it: mounts
 /// outside the root are left out.
-pub fn mounts_text(ns: &Arc<MountNamespace>, root: &VirtualDentry, format: MountsFormat) -> Vec<u8> {
+pub fn mounts_text(
+    ns: &Arc<MountNamespace>,
+    root: &VirtualDentry,
+    format: MountsFormat,
+) -> Vec<u8> {
     let mounts = ns.mounts.lock().clone();
     let mut out = Vec::new();
     for m in mounts {
@@ -124,7 +137,11 @@ pub fn mounts_text(ns: &Arc<MountNamespace>, root: &VirtualDentry, format: Mount
         }
         let flags = m.flags();
         let fsopts = m.fs().ops().show_options();
-        let mut sb = String::from(if flags.contains(MntFlags::RDONLY) { "ro" } else { "rw" });
+        let mut sb = String::from(if flags.contains(MntFlags::RDONLY) {
+            "ro"
+        } else {
+            "rw"
+        });
         if !fsopts.is_empty() {
             sb.push(',');
             sb.push_str(&fsopts);
@@ -146,7 +163,9 @@ pub fn mounts_text(ns: &Arc<MountNamespace>, root: &VirtualDentry, format: Mount
             MountsFormat::MountInfo => {
                 let parent_id = m.parent().map_or(m.id(), |(pm, _)| pm.id());
                 let dev = m.fs().dev();
-                out.extend_from_slice(format!("{} {} {}:{} ", m.id(), parent_id, dev.major, dev.minor).as_bytes());
+                out.extend_from_slice(
+                    format!("{} {} {}:{} ", m.id(), parent_id, dev.major, dev.minor).as_bytes(),
+                );
                 escape(&mut out, &root_in_fs(&mvd));
                 out.push(b' ');
                 escape(&mut out, &p.path);
@@ -155,7 +174,11 @@ pub fn mounts_text(ns: &Arc<MountNamespace>, root: &VirtualDentry, format: Mount
                 // One prop lock at a time: the master's is taken after ours is released.
                 let (shared, master, unbindable) = {
                     let prop = m.prop.lock();
-                    (prop.shared, prop.master.as_ref().and_then(|w| w.upgrade()), prop.unbindable)
+                    (
+                        prop.shared,
+                        prop.master.as_ref().and_then(|w| w.upgrade()),
+                        prop.unbindable,
+                    )
                 };
                 if let Some(g) = shared {
                     out.extend_from_slice(format!(" shared:{g}").as_bytes());

@@ -64,7 +64,10 @@ impl MntFlags {
         m.set(MntFlags::NOSUID, f.contains(MountFlags::MS_NOSUID));
         m.set(MntFlags::NODEV, f.contains(MountFlags::MS_NODEV));
         m.set(MntFlags::NOEXEC, f.contains(MountFlags::MS_NOEXEC));
-        m.set(MntFlags::NOSYMFOLLOW, f.contains(MountFlags::MS_NOSYMFOLLOW));
+        m.set(
+            MntFlags::NOSYMFOLLOW,
+            f.contains(MountFlags::MS_NOSYMFOLLOW),
+        );
         m.set(MntFlags::NODIRATIME, f.contains(MountFlags::MS_NODIRATIME));
         if f.contains(MountFlags::MS_NOATIME) {
             m |= MntFlags::NOATIME;
@@ -120,8 +123,17 @@ pub struct Mount {
 static NEXT_MOUNT_ID: AtomicU64 = AtomicU64::new(21);
 
 impl Mount {
-    pub(crate) fn new(fs: Arc<Filesystem>, root: Arc<Dentry>, flags: MntFlags, source: &str) -> Arc<Mount> {
-        let ro = if flags.contains(MntFlags::RDONLY) { RO_BIT } else { 0 };
+    pub(crate) fn new(
+        fs: Arc<Filesystem>,
+        root: Arc<Dentry>,
+        flags: MntFlags,
+        source: &str,
+    ) -> Arc<Mount> {
+        let ro = if flags.contains(MntFlags::RDONLY) {
+            RO_BIT
+        } else {
+            0
+        };
         Arc::new(Mount {
             id: NEXT_MOUNT_ID.fetch_add(1, Ordering::Relaxed),
             source: source.into(),
@@ -167,7 +179,8 @@ impl Mount {
 
     /// Replaces the flags other than read-only.
     pub(crate) fn set_other_flags(&self, f: MntFlags) {
-        self.flags.store((f - MntFlags::RDONLY).bits(), Ordering::Release);
+        self.flags
+            .store((f - MntFlags::RDONLY).bits(), Ordering::Release);
     }
 
     /// Whether the mount is read-only.
@@ -207,7 +220,10 @@ impl Mount {
             if cur != 0 {
                 return Err(Errno::EBUSY);
             }
-            match self.writers.compare_exchange(cur, RO_BIT, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .writers
+                .compare_exchange(cur, RO_BIT, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Ok(()),
                 Err(c) => cur = c,
             }
@@ -260,7 +276,10 @@ impl VirtualDentry {
 
     /// The root of a mount.
     pub fn root_of(mount: &Arc<Mount>) -> VirtualDentry {
-        VirtualDentry { mount: mount.clone(), dentry: mount.root().clone() }
+        VirtualDentry {
+            mount: mount.clone(),
+            dentry: mount.root().clone(),
+        }
     }
 
     /// Whether two locations are the same.
@@ -278,7 +297,12 @@ impl VirtualDentry {
 
 impl std::fmt::Debug for VirtualDentry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VirtualDentry({:?}, {:?})", self.mount, String::from_utf8_lossy(&self.dentry.name()))
+        write!(
+            f,
+            "VirtualDentry({:?}, {:?})",
+            self.mount,
+            String::from_utf8_lossy(&self.dentry.name())
+        )
     }
 }
 

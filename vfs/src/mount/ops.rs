@@ -14,6 +14,10 @@ use crate::mount::propagation::PropagationType;
 use crate::mount::{MntFlags, Mount, MountNamespace, VirtualDentry};
 use crate::Vfs;
 
+/// Mounts to attach together: each with the index of its parent in the list
+/// and its mount point (the first one, `None`, goes at the target).
+type MountTree = Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>;
+
 impl Vfs {
     /// Builds a filesystem instance of type `fstype`. `internal` allows types
     /// that user mounts may not create.
@@ -31,8 +35,20 @@ impl Vfs {
             return Err(Errno::ENODEV);
         }
         let md = MountData::parse(data)?;
-        let nf = t.mount(&MountRequest { vfs: self, cred, source, flags, data: &md })?;
-        Ok(Filesystem::new(t.name(), t.options(), self.anon_dev(), nf.ops, nf.root))
+        let nf = t.mount(&MountRequest {
+            vfs: self,
+            cred,
+            source,
+            flags,
+            data: &md,
+        })?;
+        Ok(Filesystem::new(
+            t.name(),
+            t.options(),
+            self.anon_dev(),
+            nf.ops,
+            nf.root,
+        ))
     }
 
     /// Makes a mount of a new filesystem that is attached nowhere yet.
@@ -46,20 +62,36 @@ impl Vfs {
     ) -> Result<Arc<Mount>> {
         let fs = self.new_filesystem(cred, fstype, source, flags, data, true)?;
         let root = fs.root().clone();
-        Ok(Mount::new(fs, root, MntFlags::from_mount_flags(flags), &String::from_utf8_lossy(source)))
+        Ok(Mount::new(
+            fs,
+            root,
+            MntFlags::from_mount_flags(flags),
+            &String::from_utf8_lossy(source),
+        ))
     }
 
     /// Wraps an existing location in a new, unattached mount (a bind that is
     /// not connected yet; overlay layers use this).
     pub fn new_disconnected_mount(&self, vd: &VirtualDentry, flags: MntFlags) -> Arc<Mount> {
-        Mount::new(vd.mount.fs().clone(), vd.dentry.clone(), flags, vd.mount.source())
+        Mount::new(
+            vd.mount.fs().clone(),
+            vd.dentry.clone(),
+            flags,
+            vd.mount.source(),
+        )
     }
 
     /// Makes a namespace whose root is `root`. The root is mounted over an
     /// empty anonymous directory, so that it has a parent like a Linux root
     /// stacked on rootfs (`pivot_root` needs that), and `..` above it stays.
     pub fn new_namespace(self: &Arc<Self>, root: Arc<Mount>) -> Result<Arc<MountNamespace>> {
-        let base_fs = Filesystem::new("rootfs", Default::default(), self.anon_dev(), Arc::new(EmptyFs), Arc::new(EmptyDir));
+        let base_fs = Filesystem::new(
+            "rootfs",
+            Default::default(),
+            self.anon_dev(),
+            Arc::new(EmptyFs),
+            Arc::new(EmptyDir),
+        );
         let base_root = base_fs.root().clone();
         let base = Mount::new(base_fs, base_root.clone(), MntFlags::RDONLY, "rootfs");
         let ns = MountNamespace::new(base.clone(), self.max_mounts());
@@ -80,12 +112,20 @@ impl Vfs {
         cur
     }
 
-    fn attach_locked(&self, ns: &Arc<MountNamespace>, child: &Arc<Mount>, parent: &Arc<Mount>, mp: &Arc<Dentry>) -> Result<()> {
+    fn attach_locked(
+        &self,
+        ns: &Arc<MountNamespace>,
+        child: &Arc<Mount>,
+        parent: &Arc<Mount>,
+        mp: &Arc<Dentry>,
+    ) -> Result<()> {
         let mut list = ns.mounts.lock();
         if list.len() >= ns.max_mounts {
             return Err(Errno::ENOSPC);
         }
-        self.mount_table.write().insert((parent.id(), Arc::as_ptr(mp) as usize), child.clone());
+        self.mount_table
+            .write()
+            .insert((parent.id(), Arc::as_ptr(mp) as usize), child.clone());
         mp.mounts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         {
             let mut l = child.link.write();
@@ -116,7 +156,12 @@ impl Vfs {
     }
 
     fn children_of(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
-        ns.mounts.lock().iter().filter(|c| c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, m))).cloned().collect()
+        ns.mounts
+            .lock()
+            .iter()
+            .filter(|c| c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, m)))
+            .cloned()
+            .collect()
     }
 
     /// `m` and every mount below it, parents before children.
@@ -127,7 +172,9 @@ impl Vfs {
         while i < out.len() {
             let cur = out[i].clone();
             for c in &list {
-                if c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &cur)) && !out.iter().any(|x| Arc::ptr_eq(x, c)) {
+                if c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &cur))
+                    && !out.iter().any(|x| Arc::ptr_eq(x, c))
+                {
                     out.push(c.clone());
                 }
             }
@@ -147,8 +194,15 @@ impl Vfs {
     /// Attaches `tree` (a mount, or a tree made by a recursive bind whose
     /// members carry their parents) on top of whatever is at `target`, and
     /// propagates it.
-    fn graft(&self, ns: &Arc<MountNamespace>, tree: Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>, target: &VirtualDentry) -> Result<()> {
-        let Some((top, _)) = tree.first() else { return Ok(()) };
+    fn graft(
+        &self,
+        ns: &Arc<MountNamespace>,
+        tree: MountTree,
+        target: &VirtualDentry,
+    ) -> Result<()> {
+        let Some((top, _)) = tree.first() else {
+            return Ok(());
+        };
         if target.dentry.is_dir() != top.root().is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -164,17 +218,22 @@ impl Vfs {
             for (m, _) in &tree {
                 let mut p = m.prop.lock();
                 if p.shared.is_none() {
-                    p.shared = Some(self.next_group_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                    p.shared = Some(
+                        self.next_group_id
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    );
                 }
             }
         }
         self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
         // Copies for every peer and slave of the parent that can see the mount point.
         for (pm, is_peer) in self.propagation_targets(ns, &target.mount) {
-            if !target.dentry.is_descendant_of(pm.root()) || !Arc::ptr_eq(pm.fs(), target.mount.fs()) {
+            if !target.dentry.is_descendant_of(pm.root())
+                || !Arc::ptr_eq(pm.fs(), target.mount.fs())
+            {
                 continue;
             }
-            let copies: Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)> = tree
+            let copies: MountTree = tree
                 .iter()
                 .map(|(m, link)| {
                     let c = Mount::new(m.fs().clone(), m.root().clone(), m.flags(), m.source());
@@ -199,7 +258,13 @@ impl Vfs {
         Ok(())
     }
 
-    fn attach_tree(&self, ns: &Arc<MountNamespace>, tree: &[(Arc<Mount>, Option<(usize, Arc<Dentry>)>)], parent: &Arc<Mount>, mp: &Arc<Dentry>) -> Result<()> {
+    fn attach_tree(
+        &self,
+        ns: &Arc<MountNamespace>,
+        tree: &MountTree,
+        parent: &Arc<Mount>,
+        mp: &Arc<Dentry>,
+    ) -> Result<()> {
         for (i, (m, link)) in tree.iter().enumerate() {
             match link {
                 None if i == 0 => self.attach_locked(ns, m, parent, mp)?,
@@ -214,6 +279,7 @@ impl Vfs {
     }
 
     /// `mount(2)` of a new filesystem at `target`.
+    #[allow(clippy::too_many_arguments)]
     pub fn do_new_mount(
         self: &Arc<Self>,
         ns: &Arc<MountNamespace>,
@@ -229,14 +295,24 @@ impl Vfs {
         }
         let fs = self.new_filesystem(cred, fstype, source, flags, data, false)?;
         let root = fs.root().clone();
-        let m = Mount::new(fs, root, MntFlags::from_mount_flags(flags), &String::from_utf8_lossy(source));
+        let m = Mount::new(
+            fs,
+            root,
+            MntFlags::from_mount_flags(flags),
+            &String::from_utf8_lossy(source),
+        );
         let _g = self.namespace_lock.lock();
         let at = self.top_of(target);
         self.graft(ns, vec![(m, None)], &at)
     }
 
     /// Attaches an unattached mount at `target` (on top of anything there).
-    pub fn connect_mount_at(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>, target: &VirtualDentry) -> Result<()> {
+    pub fn connect_mount_at(
+        &self,
+        ns: &Arc<MountNamespace>,
+        m: &Arc<Mount>,
+        target: &VirtualDentry,
+    ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let at = self.top_of(target);
         if Arc::ptr_eq(&at.mount, m) {
@@ -246,7 +322,13 @@ impl Vfs {
     }
 
     /// `MS_BIND` (and `MS_REC`): shows `source` at `target` too.
-    pub fn do_bind(&self, ns: &Arc<MountNamespace>, source: &VirtualDentry, target: &VirtualDentry, recursive: bool) -> Result<()> {
+    pub fn do_bind(
+        &self,
+        ns: &Arc<MountNamespace>,
+        source: &VirtualDentry,
+        target: &VirtualDentry,
+        recursive: bool,
+    ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let at = self.top_of(target);
         Self::check_in_ns(ns, &source.mount)?;
@@ -273,7 +355,9 @@ impl Vfs {
             map.insert(source.mount.id(), 0);
             for m in Self::subtree(ns, &source.mount).into_iter().skip(1) {
                 let Some((p, mp)) = m.parent() else { continue };
-                let Some(&pi) = map.get(&p.id()) else { continue };
+                let Some(&pi) = map.get(&p.id()) else {
+                    continue;
+                };
                 if Arc::ptr_eq(&p, &source.mount) && !mp.is_descendant_of(&source.dentry) {
                     continue;
                 }
@@ -290,7 +374,14 @@ impl Vfs {
 
     /// `MS_REMOUNT`: new per-mount flags, and with `!bind_only` new
     /// filesystem options. `vd` must be a mount root.
-    pub fn do_remount(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: MountFlags, data: &[u8], bind_only: bool) -> Result<()> {
+    pub fn do_remount(
+        &self,
+        ns: &Arc<MountNamespace>,
+        vd: &VirtualDentry,
+        flags: MountFlags,
+        data: &[u8],
+        bind_only: bool,
+    ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         Self::check_in_ns(ns, &vd.mount)?;
         if !vd.is_mount_root() {
@@ -307,14 +398,23 @@ impl Vfs {
     }
 
     /// A propagation change (`MS_SHARED`, `MS_PRIVATE`, `MS_SLAVE`, `MS_UNBINDABLE`, with `MS_REC`).
-    pub fn do_change_type(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: MountFlags) -> Result<()> {
+    pub fn do_change_type(
+        &self,
+        ns: &Arc<MountNamespace>,
+        vd: &VirtualDentry,
+        flags: MountFlags,
+    ) -> Result<()> {
         let t = PropagationType::from_flags(flags).ok_or(Errno::EINVAL)?;
         let _g = self.namespace_lock.lock();
         Self::check_in_ns(ns, &vd.mount)?;
         if !vd.is_mount_root() {
             return Err(Errno::EINVAL);
         }
-        let targets = if flags.contains(MountFlags::MS_REC) { Self::subtree(ns, &vd.mount) } else { vec![vd.mount.clone()] };
+        let targets = if flags.contains(MountFlags::MS_REC) {
+            Self::subtree(ns, &vd.mount)
+        } else {
+            vec![vd.mount.clone()]
+        };
         for m in targets {
             self.change_type(ns, &m, t);
         }
@@ -322,7 +422,12 @@ impl Vfs {
     }
 
     /// `MS_MOVE`: moves the mount at `source` (a mount root) to `target`.
-    pub fn do_move(&self, ns: &Arc<MountNamespace>, source: &VirtualDentry, target: &VirtualDentry) -> Result<()> {
+    pub fn do_move(
+        &self,
+        ns: &Arc<MountNamespace>,
+        source: &VirtualDentry,
+        target: &VirtualDentry,
+    ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let m = source.mount.clone();
         Self::check_in_ns(ns, &m)?;
@@ -359,14 +464,22 @@ impl Vfs {
 
     /// `umount2(2)` of the mount whose root is `vd`. `extra_refs` is how many
     /// references the caller itself holds on the mount (for the busy check).
-    pub fn do_umount(&self, ns: &Arc<MountNamespace>, vd: &VirtualDentry, flags: UmountFlags, extra_refs: usize) -> Result<()> {
+    pub fn do_umount(
+        &self,
+        ns: &Arc<MountNamespace>,
+        vd: &VirtualDentry,
+        flags: UmountFlags,
+        extra_refs: usize,
+    ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let m = vd.mount.clone();
         if !vd.is_mount_root() {
             return Err(Errno::EINVAL);
         }
         Self::check_in_ns(ns, &m)?;
-        let Some((parent, mp)) = m.parent() else { return Err(Errno::EINVAL) };
+        let Some((parent, mp)) = m.parent() else {
+            return Err(Errno::EINVAL);
+        };
         if !flags.contains(UmountFlags::MNT_DETACH) {
             if !Self::children_of(ns, &m).is_empty() {
                 return Err(Errno::EBUSY);
@@ -381,7 +494,10 @@ impl Vfs {
         let mut victims = Vec::new();
         for (pm, _) in self.propagation_targets(ns, &parent) {
             if let Some(c) = self.mount_at(&pm, &mp) {
-                if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) && Self::children_of(ns, &c).is_empty() {
+                if Arc::ptr_eq(c.fs(), m.fs())
+                    && Arc::ptr_eq(c.root(), m.root())
+                    && Self::children_of(ns, &c).is_empty()
+                {
                     victims.push(c);
                 }
             }
@@ -413,12 +529,19 @@ impl Vfs {
 
     /// `pivot_root(2)`: `root` is the caller's root. Returns the new root;
     /// the caller moves its root and working directory from the old one.
-    pub fn do_pivot_root(&self, ns: &Arc<MountNamespace>, root: &VirtualDentry, new_root: &VirtualDentry, put_old: &VirtualDentry) -> Result<VirtualDentry> {
+    pub fn do_pivot_root(
+        &self,
+        ns: &Arc<MountNamespace>,
+        root: &VirtualDentry,
+        new_root: &VirtualDentry,
+        put_old: &VirtualDentry,
+    ) -> Result<VirtualDentry> {
         let _g = self.namespace_lock.lock();
         let old = self.top_of(put_old);
         let new_mnt = new_root.mount.clone();
         let root_mnt = root.mount.clone();
-        let shared = |m: &Option<Arc<Mount>>| m.as_ref().is_some_and(|m| m.prop.lock().shared.is_some());
+        let shared =
+            |m: &Option<Arc<Mount>>| m.as_ref().is_some_and(|m| m.prop.lock().shared.is_some());
         if old.mount.prop.lock().shared.is_some()
             || shared(&new_mnt.parent().map(|x| x.0))
             || shared(&root_mnt.parent().map(|x| x.0))
@@ -442,7 +565,9 @@ impl Vfs {
         if !is_reachable(&old, new_root) || !is_reachable(new_root, root) {
             return Err(Errno::EINVAL);
         }
-        let Some((root_parent, root_mp)) = root_mnt.parent() else { return Err(Errno::EINVAL) };
+        let Some((root_parent, root_mp)) = root_mnt.parent() else {
+            return Err(Errno::EINVAL);
+        };
         let subtree_new = Self::subtree(ns, &new_mnt);
         self.detach_locked(ns, &new_mnt);
         self.detach_locked(ns, &root_mnt);
@@ -452,7 +577,10 @@ impl Vfs {
             // List order: the new root first (after the hidden base), then the rest.
             let mut list = ns.mounts.lock();
             list.retain(|x| !subtree_new.iter().any(|s| Arc::ptr_eq(s, x)));
-            let at = list.iter().position(|x| x.parent().is_some()).unwrap_or(list.len());
+            let at = list
+                .iter()
+                .position(|x| x.parent().is_some())
+                .unwrap_or(list.len());
             for (i, s) in subtree_new.into_iter().enumerate() {
                 list.insert(at + i, s);
             }
@@ -480,7 +608,11 @@ struct EmptyFs;
 
 impl crate::inode::FilesystemOps for EmptyFs {
     fn statfs(&self) -> Result<Statfs> {
-        Ok(Statfs { namelen: NAME_MAX as u64, bsize: 4096, ..Default::default() })
+        Ok(Statfs {
+            namelen: NAME_MAX as u64,
+            bsize: 4096,
+            ..Default::default()
+        })
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -494,10 +626,21 @@ impl crate::inode::Inode for EmptyDir {
         FileType::Directory
     }
     fn owner(&self) -> crate::perm::Owner {
-        crate::perm::Owner { mode: S_IFDIR | 0o755, uid: 0, gid: 0 }
+        crate::perm::Owner {
+            mode: S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+        }
     }
     fn stat(&self) -> Statx {
-        Statx { mask: StatxMask::BASIC_STATS, mode: S_IFDIR | 0o755, nlink: 2, ino: 1, blksize: 4096, ..Default::default() }
+        Statx {
+            mask: StatxMask::BASIC_STATS,
+            mode: S_IFDIR | 0o755,
+            nlink: 2,
+            ino: 1,
+            blksize: 4096,
+            ..Default::default()
+        }
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

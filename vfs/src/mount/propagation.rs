@@ -57,7 +57,10 @@ impl Vfs {
             PropagationType::Shared => {
                 let mut p = m.prop.lock();
                 if p.shared.is_none() {
-                    p.shared = Some(self.next_group_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                    p.shared = Some(
+                        self.next_group_id
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    );
                 }
                 p.unbindable = false;
             }
@@ -77,12 +80,20 @@ impl Vfs {
     fn make_slave(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
         let (group, slaves, master) = {
             let mut p = m.prop.lock();
-            (p.shared.take(), std::mem::take(&mut p.slaves), p.master.clone())
+            (
+                p.shared.take(),
+                std::mem::take(&mut p.slaves),
+                p.master.clone(),
+            )
         };
         let peer = group.and_then(|g| {
-            self.peers_of(std::slice::from_ref(ns), g).into_iter().find(|x| !Arc::ptr_eq(x, m))
+            self.peers_of(std::slice::from_ref(ns), g)
+                .into_iter()
+                .find(|x| !Arc::ptr_eq(x, m))
         });
-        let new_master: Option<Arc<Mount>> = peer.clone().or_else(|| master.as_ref().and_then(Weak::upgrade));
+        let new_master: Option<Arc<Mount>> = peer
+            .clone()
+            .or_else(|| master.as_ref().and_then(Weak::upgrade));
         for s in slaves.iter().filter_map(Weak::upgrade) {
             s.prop.lock().master = new_master.as_ref().map(Arc::downgrade);
             if let Some(nm) = &new_master {
@@ -97,7 +108,11 @@ impl Vfs {
 
     /// The mounts an event at `parent` propagates to, with whether each is a
     /// peer (true) or a slave (false), excluding `parent` itself.
-    pub(crate) fn propagation_targets(&self, ns: &Arc<MountNamespace>, parent: &Arc<Mount>) -> Vec<(Arc<Mount>, bool)> {
+    pub(crate) fn propagation_targets(
+        &self,
+        ns: &Arc<MountNamespace>,
+        parent: &Arc<Mount>,
+    ) -> Vec<(Arc<Mount>, bool)> {
         let mut out: Vec<(Arc<Mount>, bool)> = Vec::new();
         let mut queue: Vec<(Arc<Mount>, bool)> = vec![(parent.clone(), true)];
         let mut seen: Vec<u64> = vec![parent.id()];
@@ -117,7 +132,11 @@ impl Vfs {
                 }
             }
             for (member, _) in members {
-                let ss = if Arc::ptr_eq(&member, &m) { slaves.clone() } else { member.prop.lock().slaves.clone() };
+                let ss = if Arc::ptr_eq(&member, &m) {
+                    slaves.clone()
+                } else {
+                    member.prop.lock().slaves.clone()
+                };
                 for s in ss.iter().filter_map(Weak::upgrade) {
                     if !seen.contains(&s.id()) {
                         seen.push(s.id());
