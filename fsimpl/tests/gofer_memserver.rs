@@ -217,3 +217,24 @@ fn close_clunks_every_fid_and_ends_the_connection() {
     // The server saw the connection end.
     h.join().unwrap();
 }
+
+#[test]
+fn one_thread_keeps_many_requests_in_flight() {
+    let (_srv, c, _h) = setup();
+    let (root, _) = c.attach(b"", b"/", 0).unwrap();
+    let (f, _) = c.walk(&root, &[b"hello"]).unwrap();
+    for _ in 0..50 {
+        let pending: Vec<_> = (0..8)
+            .map(|_| c.getattr_start(&f, getattr::SIZE).unwrap())
+            .collect();
+        // Abandon one without waiting: its reply is discarded when it comes.
+        let mut it = pending.into_iter();
+        drop(it.next());
+        for p in it {
+            assert_eq!(p.wait().unwrap().size, 11);
+        }
+    }
+    // Abandoned tags came back: the connection still works and is not wedged.
+    assert_eq!(c.getattr(&f, getattr::SIZE).unwrap().size, 11);
+    c.clunk(f).unwrap();
+}

@@ -53,6 +53,9 @@ pub const DEFAULT_MSIZE: u32 = (1 << 20) + 4096;
 /// The smallest msize we accept from a server: enough for any reply header
 /// and a full-length name.
 pub const MIN_MSIZE: u32 = 4096;
+/// How many Treads one [`Client::read`] keeps in flight when the read is
+/// larger than one message.
+pub const READ_AHEAD: usize = 8;
 /// `AT_REMOVEDIR` for [`Client::unlinkat`].
 pub const AT_REMOVEDIR: u32 = 0x200;
 
@@ -94,6 +97,51 @@ impl Fid {
     /// The iounit the server gave when the fid was opened (0: none given).
     pub fn iounit(&self) -> u32 {
         self.iounit.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight whose reply has not been collected: lets one thread
+/// keep several requests outstanding on the connection.
+///
+/// Dropping it without [`Pending::wait`] abandons the request (the reply is
+/// discarded when it comes; no Tflush is sent).
+pub struct Pending<'c, T> {
+    client: &'c Client,
+    ticket: Option<Ticket>,
+    parse: fn(Msg<'_>) -> Option<T>,
+}
+
+impl<T> std::fmt::Debug for Pending<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("tag", &self.ticket.as_ref().map(|t| t.tag))
+            .finish()
+    }
+}
+
+impl<T> Pending<'_, T> {
+    /// Waits for the reply (bounded by the client's timeout).
+    ///
+    /// # Errors
+    ///
+    /// As the blocking call would: the server's errno, `EIO` for a broken
+    /// reply or connection, `ETIMEDOUT`.
+    pub fn wait(mut self) -> Result<T> {
+        let Some(t) = self.ticket.take() else {
+            return Err(Errno::EIO);
+        };
+        let parse = self.parse;
+        self.client.finish(self.client.shared.wait_reply(t), |m| {
+            parse(m).ok_or(Errno::EIO)
+        })
+    }
+}
+
+impl<T> Drop for Pending<'_, T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.client.shared.abandon(t);
+        }
     }
 }
 
@@ -170,6 +218,15 @@ impl State {
     }
 }
 
+/// A request on the wire whose reply has not been collected yet.
+struct Ticket {
+    tag: u16,
+    gen: u32,
+    cv: Arc<Condvar>,
+    fid: Option<u32>,
+    deadline: Option<Instant>,
+}
+
 struct FidTable {
     next: u32,
     free: Vec<u32>,
@@ -204,17 +261,42 @@ impl std::fmt::Debug for Client {
     }
 }
 
-const POOL_MAX: usize = 32;
+/// Buffers kept for reuse: many small ones, few large ones, so that the
+/// pool holds at most about `POOL_LARGE` msizes of memory.
+const POOL_SMALL: usize = 32;
+const POOL_LARGE: usize = 4;
+const SMALL_BUF: usize = 64 * 1024;
 
 impl Shared {
     fn buffer(&self) -> Vec<u8> {
-        self.pool.lock().pop().unwrap_or_default()
+        self.buffer_for(0)
+    }
+
+    /// A pooled buffer, preferring one that already holds `size` bytes (so
+    /// large replies reuse large buffers and small ones leave them alone).
+    fn buffer_for(&self, size: usize) -> Vec<u8> {
+        let mut p = self.pool.lock();
+        let pos = if size > SMALL_BUF {
+            p.iter().rposition(|b| b.capacity() >= size)
+        } else {
+            p.iter().rposition(|b| b.capacity() <= SMALL_BUF)
+        };
+        match pos {
+            Some(i) => p.swap_remove(i),
+            None => p.pop().unwrap_or_default(),
+        }
     }
 
     fn recycle(&self, mut buf: Vec<u8>) {
         buf.clear();
         let mut p = self.pool.lock();
-        if p.len() < POOL_MAX {
+        let large = p.iter().filter(|b| b.capacity() > SMALL_BUF).count();
+        let keep = if buf.capacity() > SMALL_BUF {
+            large < POOL_LARGE
+        } else {
+            p.len() - large < POOL_SMALL
+        };
+        if keep {
             p.push(buf);
         }
     }
@@ -285,8 +367,15 @@ impl Shared {
     /// would create or destroy: if the request is abandoned, it is clunked
     /// later rather than reused.
     fn rpc(&self, req: &Msg<'_>, fid: Option<u32>) -> Result<Vec<u8>> {
-        let tag_is_notag = matches!(req, Msg::Tversion { .. });
-        let (tag, gen, cv) = if tag_is_notag {
+        let t = self.submit(req, fid)?;
+        self.wait_reply(t)
+    }
+
+    /// Takes a tag and sends `req`; the reply is collected with
+    /// [`Shared::wait_reply`] or dropped with [`Shared::abandon`].
+    fn submit(&self, req: &Msg<'_>, fid: Option<u32>) -> Result<Ticket> {
+        let notag = matches!(req, Msg::Tversion { .. });
+        let (tag, gen, cv) = if notag {
             let mut st = self.state.lock();
             if st.dead {
                 return Err(Errno::EIO);
@@ -297,58 +386,91 @@ impl Shared {
             self.alloc_tag()?
         };
         let mut buf = self.buffer();
-        let tail = match req.encode_head(tag, &mut buf) {
-            Ok(t) => t,
-            Err(_) => {
-                self.recycle(buf);
-                self.state.lock().release(tag);
-                return Err(Errno::EINVAL);
+        let res = match req.encode_head(tag, &mut buf) {
+            Err(_) => Err(Errno::EINVAL),
+            Ok(tail) if buf.len() + tail.len() > self.msize.load(Ordering::Relaxed) as usize => {
+                Err(Errno::EMSGSIZE)
             }
+            Ok(tail) => self.send(&buf, tail),
         };
-        if buf.len() + tail.len() > self.msize.load(Ordering::Relaxed) as usize {
-            self.recycle(buf);
-            self.state.lock().release(tag);
-            return Err(Errno::EMSGSIZE);
-        }
-        let sent = self.send(&buf, tail);
         self.recycle(buf);
-        if let Err(e) = sent {
+        if let Err(e) = res {
             self.state.lock().release(tag);
             self.tag_free.notify_one();
             return Err(e);
         }
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        Ok(Ticket {
+            tag,
+            gen,
+            cv,
+            fid,
+            deadline: self.timeout.map(|t| Instant::now() + t),
+        })
+    }
+
+    /// Waits for the reply to a submitted request.
+    fn wait_reply(&self, t: Ticket) -> Result<Vec<u8>> {
         let mut st = self.state.lock();
         loop {
-            let Some(e) = st.entry(tag) else {
+            let Some(e) = st.entry(t.tag) else {
                 return Err(Errno::EIO);
             };
             if let TagState::Ready(_) = e.state {
                 let TagState::Ready(r) = std::mem::replace(&mut e.state, TagState::Free) else {
                     return Err(Errno::EIO);
                 };
-                st.release(tag);
+                st.release(t.tag);
                 drop(st);
                 self.tag_free.notify_one();
                 return r;
             }
             if st.dead {
-                st.release(tag);
+                st.release(t.tag);
                 return Err(Errno::EIO);
             }
-            if wait(&cv, &mut st, deadline) {
+            if wait(&t.cv, &mut st, t.deadline) {
                 // Still waiting after the deadline: give the tag up.
-                if let Some(e) = st.entry(tag) {
+                if let Some(e) = st.entry(t.tag) {
                     if matches!(e.state, TagState::Waiting) {
-                        e.state = TagState::Abandoned { fid };
+                        e.state = TagState::Abandoned { fid: t.fid };
                         drop(st);
-                        if !tag_is_notag {
-                            self.flush(tag, gen);
+                        if t.tag != NOTAG {
+                            self.flush(t.tag, t.gen);
                         }
                         return Err(Errno::ETIMEDOUT);
                     }
                 }
             }
+        }
+    }
+
+    /// Gives up on a submitted request without flushing it: the server
+    /// still answers, and the reader frees the tag then.
+    fn abandon(&self, t: Ticket) {
+        let mut st = self.state.lock();
+        let frame = match st.entry(t.tag) {
+            Some(e) if matches!(e.state, TagState::Waiting) => {
+                e.state = TagState::Abandoned { fid: t.fid };
+                return;
+            }
+            Some(e) if matches!(e.state, TagState::Ready(_)) => {
+                let TagState::Ready(r) = std::mem::replace(&mut e.state, TagState::Free) else {
+                    return;
+                };
+                st.release(t.tag);
+                if let Some(f) = t.fid {
+                    // We never looked at the reply: treat the fid as unknown.
+                    st.to_clunk.push(f);
+                    self.has_to_clunk.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+            _ => return,
+        };
+        drop(st);
+        self.tag_free.notify_one();
+        if let Ok(f) = frame {
+            self.recycle(f);
         }
     }
 
@@ -517,7 +639,7 @@ impl FrameReader {
             }
             return Ok(Frame::Oversize(tag));
         }
-        let mut frame = shared.buffer();
+        let mut frame = shared.buffer_for(size);
         let have = (self.end - self.start).min(size);
         frame.extend_from_slice(&self.buf[self.start..self.start + have]);
         self.start += have;
@@ -682,12 +804,18 @@ impl Client {
         fid: Option<u32>,
         f: impl FnOnce(Msg<'_>) -> Result<T>,
     ) -> Result<T> {
-        let frame = self.shared.rpc(req, fid)?;
+        self.finish(self.shared.rpc(req, fid), f)
+    }
+
+    /// Decodes a reply frame: Rlerror becomes its errno, anything `f`
+    /// rejects becomes `EIO`.
+    fn finish<T>(&self, frame: Result<Vec<u8>>, f: impl FnOnce(Msg<'_>) -> Result<T>) -> Result<T> {
+        let frame = frame?;
         let res = match decode(&frame, self.msize()) {
             Ok((_, Msg::Rlerror { ecode })) => Err(lerror(ecode)),
             Ok((_, msg)) => f(msg),
             Err(e) => {
-                log::warn!("9p: bad reply to {}: {e}", req.type_number());
+                log::warn!("9p: bad reply: {e}");
                 Err(Errno::EIO)
             }
         };
@@ -892,6 +1020,22 @@ impl Client {
         )
     }
 
+    /// Sends Tgetattr without waiting: collect the answer with
+    /// [`Pending::wait`]. Lets one thread keep many requests in flight.
+    pub fn getattr_start(&self, fid: &Fid, mask: u64) -> Result<Pending<'_, Attr>> {
+        let t = self
+            .shared
+            .submit(&Msg::Tgetattr { fid: fid.num, mask }, None)?;
+        Ok(Pending {
+            client: self,
+            ticket: Some(t),
+            parse: |m| match m {
+                Msg::Rgetattr { attr } => Some(attr),
+                _ => None,
+            },
+        })
+    }
+
     /// Changes the attributes `attr.valid` selects.
     pub fn setattr(&self, fid: &Fid, attr: &SetAttr) -> Result<()> {
         self.call(
@@ -955,36 +1099,59 @@ impl Client {
     }
 
     /// Reads into `buf` from `offset`, in as many Treads as msize and iounit
-    /// require; stops early at a short read (end of file).
+    /// require, keeping up to [`READ_AHEAD`] of them in flight; stops early
+    /// at a short read (end of file).
     pub fn read(&self, fid: &Fid, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let chunk = self.io_chunk(fid);
-        let mut done = 0;
-        while done < buf.len() {
-            let want = (buf.len() - done).min(chunk);
-            let req = Msg::Tread {
-                fid: fid.num,
-                offset: offset.wrapping_add(done as u64),
-                count: want as u32,
+        let mut queue: std::collections::VecDeque<(usize, usize, Ticket)> =
+            std::collections::VecDeque::new();
+        let (mut next, mut done) = (0usize, 0usize);
+        let mut failed = None;
+        loop {
+            while failed.is_none() && queue.len() < READ_AHEAD && next < buf.len() {
+                let want = (buf.len() - next).min(chunk);
+                let req = Msg::Tread {
+                    fid: fid.num,
+                    offset: offset.wrapping_add(next as u64),
+                    count: want as u32,
+                };
+                match self.shared.submit(&req, None) {
+                    Ok(t) => queue.push_back((next, want, t)),
+                    Err(e) => failed = Some(e),
+                }
+                next += want;
+            }
+            let Some((start, want, t)) = queue.pop_front() else {
+                break;
             };
-            let dst = &mut buf[done..done + want];
-            let got = self.call(&req, None, |m| match m {
+            let dst = &mut buf[start..start + want];
+            let got = self.finish(self.shared.wait_reply(t), |m| match m {
                 Msg::Rread { data } if data.len() <= want => {
                     dst[..data.len()].copy_from_slice(data);
                     Ok(data.len())
                 }
                 _ => Err(Errno::EIO),
             });
-            let got = match got {
-                Ok(n) => n,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => return Ok(done),
-            };
-            done += got;
-            if got < want {
-                break;
+            match got {
+                Ok(n) => {
+                    done = start + n;
+                    if n < want {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        Ok(done)
+        for (_, _, t) in queue {
+            self.shared.abandon(t);
+        }
+        match failed {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
     }
 
     /// Writes `data` at `offset`, in as many Twrites as msize and iounit

@@ -15,7 +15,7 @@ pub mod memserver;
 pub mod transport;
 pub mod wire;
 
-pub use client::{Client, ClientOptions, DirEntry, Fid, AT_REMOVEDIR, DEFAULT_MSIZE};
+pub use client::{Client, ClientOptions, DirEntry, Fid, Pending, AT_REMOVEDIR, DEFAULT_MSIZE};
 pub use memserver::MemServer;
 pub use transport::{MountOptions, Transport, TransportSpec};
 pub use wire::{decode, Attr, DecodeError, Msg, Qid, SetAttr, StatFs};
