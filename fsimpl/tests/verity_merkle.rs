@@ -312,3 +312,111 @@ fn verification_errors_become_eio() {
     assert_eq!(Errno::from(VerityError::DataBlock { index: 3 }), Errno::EIO);
     assert_eq!(Errno::from(VerityError::Io(Errno::ENOENT)), Errno::ENOENT);
 }
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn random_reads_and_random_single_byte_tampering() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    for round in 0..40 {
+        let alg = if round % 2 == 0 {
+            HashAlg::Sha256
+        } else {
+            HashAlg::Sha512
+        };
+        let bs = 1024 << rng.below(3);
+        let salt: Vec<u8> = (0..rng.below(33)).map(|i| i as u8).collect();
+        let p = MerkleParams::new(alg, bs, &salt).unwrap();
+        let size = match round % 4 {
+            0 => rng.below(3 * bs as u64) as usize,
+            _ => rng.below(200 * bs as u64) as usize,
+        };
+        let d = data(size, round);
+        let t = build_tree(p, &d);
+        let v = verifier(&t, &d, t.tree_bytes()).with_cache_blocks(rng.below(4) as usize);
+        for _ in 0..30 {
+            let off = rng.below(size as u64 + 10);
+            let len = rng.below(4 * bs as u64) as usize;
+            let got = read(&v, off, len).unwrap();
+            let want = d
+                .get(off as usize..)
+                .map_or(&[][..], |s| &s[..s.len().min(len)]);
+            assert_eq!(got, want, "round {round} off {off} len {len}");
+        }
+        if size == 0 {
+            continue;
+        }
+        // Any data byte changed: the read of its block names that block.
+        let at = rng.below(size as u64) as usize;
+        let mut d2 = d.clone();
+        d2[at] ^= 1 << rng.below(8);
+        let v = verifier(&t, &d2, t.tree_bytes());
+        assert_eq!(
+            v.verify_all(),
+            Err(VerityError::DataBlock {
+                index: (at / bs) as u64
+            }),
+            "round {round}"
+        );
+        // Any tree byte changed, padding included: some tree block fails.
+        if !t.tree_bytes().is_empty() {
+            let mut tree = t.tree_bytes().to_vec();
+            let at = rng.below(tree.len() as u64) as usize;
+            tree[at] ^= 0x40;
+            let v = verifier(&t, &d, &tree);
+            assert!(
+                matches!(v.verify_all(), Err(VerityError::TreeBlock { .. })),
+                "round {round} tree byte {at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn concurrent_readers_share_one_verifier() {
+    let (_, d, t) = small();
+    let v = verifier(&t, &d, t.tree_bytes()).with_cache_blocks(2);
+    std::thread::scope(|s| {
+        for k in 0..4u64 {
+            let (v, d) = (&v, &d);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let off = (i * 997 + k * 4099) % d.len() as u64;
+                    let got = read(v, off, 3000).unwrap();
+                    let o = off as usize;
+                    assert_eq!(got, &d[o..(o + 3000).min(d.len())]);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn absurd_sizes_fail_cleanly() {
+    for params in [
+        MerkleParams::default_sha256(),
+        MerkleParams::new(HashAlg::Sha512, 1024, &[1; 32]).unwrap(),
+        MerkleParams::new(HashAlg::Sha256, 65536, &[]).unwrap(),
+    ] {
+        let desc = Descriptor {
+            params,
+            data_size: u64::MAX,
+            root_hash: HashAlg::Sha256.hash(b""),
+        };
+        let v = Verifier::new(desc, &[][..], &[][..]);
+        for off in [0, 1 << 40, u64::MAX - 5, u64::MAX - 1, u64::MAX] {
+            let mut b = [0u8; 10];
+            assert!(v.read_at(off, &mut b).is_err() || off == u64::MAX);
+        }
+        assert!(v.verify_range(u64::MAX - 100, 1000).is_err());
+    }
+}

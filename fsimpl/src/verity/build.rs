@@ -119,7 +119,8 @@ impl TreeBuilder {
             // One data block: its hash is the root, and there is no tree.
             (Digest::from_slice(&self.leaves), Vec::new())
         } else {
-            self.upper_levels(&layout)
+            let leaves = std::mem::take(&mut self.leaves);
+            self.upper_levels(&layout, leaves)
         };
         MerkleTree {
             descriptor: Descriptor {
@@ -131,13 +132,13 @@ impl TreeBuilder {
         }
     }
 
-    fn upper_levels(&self, layout: &TreeLayout) -> (Digest, Vec<u8>) {
+    fn upper_levels(&self, layout: &TreeLayout, leaves: Vec<u8>) -> (Digest, Vec<u8>) {
         let bs = self.params.block_size();
         let ds = self.params.alg().digest_size();
         let mut tree = vec![0u8; usize::try_from(layout.tree_size()).unwrap_or(usize::MAX)];
         // Each level is its hashes, zero-padded to whole blocks; it is hashed
         // block by block into the level above it.
-        let mut hashes: Vec<u8> = self.leaves.clone();
+        let mut hashes = leaves;
         let mut root = Digest::zero(self.params.alg());
         for (i, level) in layout.levels().iter().enumerate() {
             let start = usize::try_from(layout.tree_block_offset(i, 0)).unwrap_or(usize::MAX);

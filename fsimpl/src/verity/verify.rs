@@ -196,7 +196,7 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
         let end = size.min(offset.saturating_add(buf.len() as u64));
         let (first, last) = (offset / bs, (end - 1) / bs);
         // Only the first and the last block can be partly wanted.
-        let whole = |k: u64| k * bs >= offset && (size.min((k + 1) * bs)) <= end;
+        let whole = |k: u64| k * bs >= offset && size.min((k + 1).saturating_mul(bs)) <= end;
         let mut scratch: Vec<u8> = Vec::new();
         // The level-0 tree block in use: consecutive data blocks share it.
         let mut leaf: Option<(u64, Arc<[u8]>)> = None;
@@ -211,8 +211,8 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
                 while run_end <= last && whole(run_end) {
                     run_end += 1;
                 }
-                let span =
-                    (block_start - offset) as usize..(size.min(run_end * bs) - offset) as usize;
+                let span = (block_start - offset) as usize
+                    ..(size.min(run_end.saturating_mul(bs)) - offset) as usize;
                 if let Some(src) = self.data.peek(block_start, span.len()) {
                     for k in index..run_end {
                         let at = ((k - index) * bs) as usize;
