@@ -443,3 +443,47 @@ fn random_replies_never_panic_or_hang() {
     }
     assert!(c.is_connected());
 }
+
+#[test]
+fn lent_reads_survive_lying_counts() {
+    let mut n = 0;
+    let (c, root, _) = start(
+        Box::new(move |r, out| {
+            if r.ty == wire::msgtype::TREAD {
+                n += 1;
+                let data = vec![9u8; 20_000];
+                let mut f = frame(r.tag, &Msg::Rread { data: &data });
+                match n {
+                    // count says more than the frame holds.
+                    1 => f[7..11].copy_from_slice(&30_000u32.to_le_bytes()),
+                    // count says less than the frame holds: the decoder
+                    // ignores trailing bytes, so this reads 10 000.
+                    2 => f[7..11].copy_from_slice(&10_000u32.to_le_bytes()),
+                    // More data than was asked for (the buffer is 16 KiB).
+                    3 => {}
+                    // A fair reply.
+                    _ => {
+                        f = frame(
+                            r.tag,
+                            &Msg::Rread {
+                                data: &data[..16_384],
+                            },
+                        )
+                    }
+                }
+                let _ = out.write_all(&f);
+                return true;
+            }
+            normal(r, out);
+            true
+        }),
+        5000,
+    );
+    let mut buf = vec![0u8; 16_384];
+    assert_eq!(c.read_vec(&root, 0, &mut buf), Err(Errno::EIO));
+    assert_eq!(c.read_vec(&root, 0, &mut buf), Ok(10_000));
+    assert_eq!(c.read_vec(&root, 0, &mut buf), Err(Errno::EIO));
+    assert_eq!(c.read_vec(&root, 0, &mut buf), Ok(16_384));
+    assert!(buf.iter().all(|&b| b == 9));
+    assert!(c.is_connected());
+}

@@ -238,3 +238,31 @@ fn one_thread_keeps_many_requests_in_flight() {
     assert_eq!(c.getattr(&f, getattr::SIZE).unwrap().size, 11);
     c.clunk(f).unwrap();
 }
+
+#[test]
+fn read_vec_receives_into_the_callers_buffer() {
+    let srv = MemServer::new();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    srv.add_file("big", data.clone()).unwrap();
+    let (t, _h) = srv.connect().unwrap();
+    let c = Client::connect(t, ClientOptions::default()).unwrap();
+    let (root, _) = c.attach(b"", b"/", 0).unwrap();
+    let (f, _) = c.walk(&root, &[b"big"]).unwrap();
+    c.lopen(&f, 0).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    assert_eq!(c.read_vec(&f, 1000, &mut buf).unwrap(), 100_000);
+    assert_eq!(&buf[..], &data[1000..101_000]);
+    // A short read at the end of the file.
+    assert_eq!(c.read_vec(&f, 250_000, &mut buf).unwrap(), 50_000);
+    assert_eq!(&buf[..50_000], &data[250_000..]);
+    assert_eq!(buf.len(), 100_000);
+    // Past the end, and a read too big for one message (falls back).
+    assert_eq!(c.read_vec(&f, 400_000, &mut buf).unwrap(), 0);
+    let mut huge = vec![0u8; 2 << 20];
+    assert_eq!(c.read_vec(&f, 0, &mut huge).unwrap(), data.len());
+    assert_eq!(&huge[..data.len()], &data[..]);
+    // An error reply leaves the buffer usable.
+    let (d, _) = c.walk(&root, &[]).unwrap();
+    assert_eq!(c.read_vec(&d, 0, &mut buf), Err(Errno::EISDIR));
+    assert_eq!(buf.len(), 100_000);
+}

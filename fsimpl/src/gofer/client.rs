@@ -53,6 +53,9 @@ pub const DEFAULT_MSIZE: u32 = (1 << 20) + 4096;
 /// The smallest msize we accept from a server: enough for any reply header
 /// and a full-length name.
 pub const MIN_MSIZE: u32 = 4096;
+/// Rread replies larger than this go straight into a buffer lent with
+/// [`Client::read_vec`]; smaller ones are not worth the extra lock.
+const LEND_MIN: usize = 4096;
 /// How many Treads one [`Client::read`] keeps in flight when the read is
 /// larger than one message.
 pub const READ_AHEAD: usize = 8;
@@ -177,6 +180,11 @@ struct TagEntry {
     state: TagState,
     gen: u32,
     cv: Arc<Condvar>,
+    /// A buffer the caller lent for the data of an Rread, which the reader
+    /// fills straight from the socket.
+    lend: Option<Vec<u8>>,
+    /// How many bytes of `lend` the reply filled.
+    lent_count: Option<usize>,
 }
 
 impl TagEntry {
@@ -185,6 +193,8 @@ impl TagEntry {
             state: TagState::Free,
             gen: 0,
             cv: Arc::new(Condvar::new()),
+            lend: None,
+            lent_count: None,
         }
     }
 }
@@ -211,6 +221,8 @@ impl State {
     fn release(&mut self, tag: u16) {
         if let Some(e) = self.entry(tag) {
             e.state = TagState::Free;
+            e.lend = None;
+            e.lent_count = None;
             if tag != NOTAG {
                 self.free_tags.push(tag);
             }
@@ -320,7 +332,7 @@ impl Shared {
         (self.closer)();
     }
 
-    fn alloc_tag(&self) -> Result<(u16, u32, Arc<Condvar>)> {
+    fn alloc_tag(&self, lend: Option<Vec<u8>>) -> Result<(u16, u32, Arc<Condvar>)> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock();
         loop {
@@ -339,6 +351,7 @@ impl Shared {
                 let e = &mut st.tags[tag as usize];
                 e.state = TagState::Waiting;
                 e.gen = e.gen.wrapping_add(1);
+                e.lend = lend;
                 return Ok((tag, e.gen, e.cv.clone()));
             }
             if wait(&self.tag_free, &mut st, deadline) {
@@ -374,6 +387,16 @@ impl Shared {
     /// Takes a tag and sends `req`; the reply is collected with
     /// [`Shared::wait_reply`] or dropped with [`Shared::abandon`].
     fn submit(&self, req: &Msg<'_>, fid: Option<u32>) -> Result<Ticket> {
+        self.submit_lend(req, fid, None)
+    }
+
+    /// [`Shared::submit`], lending `lend` for the data of an Rread reply.
+    fn submit_lend(
+        &self,
+        req: &Msg<'_>,
+        fid: Option<u32>,
+        lend: Option<Vec<u8>>,
+    ) -> Result<Ticket> {
         let notag = matches!(req, Msg::Tversion { .. });
         let (tag, gen, cv) = if notag {
             let mut st = self.state.lock();
@@ -383,7 +406,7 @@ impl Shared {
             st.notag.state = TagState::Waiting;
             (NOTAG, 0, st.notag.cv.clone())
         } else {
-            self.alloc_tag()?
+            self.alloc_tag(lend)?
         };
         let mut buf = self.buffer();
         let res = match req.encode_head(tag, &mut buf) {
@@ -410,23 +433,32 @@ impl Shared {
 
     /// Waits for the reply to a submitted request.
     fn wait_reply(&self, t: Ticket) -> Result<Vec<u8>> {
+        self.wait_reply_lent(t).0
+    }
+
+    /// Waits for the reply; also returns the lent buffer (if it came back)
+    /// and how much of it an Rread filled.
+    fn wait_reply_lent(&self, t: Ticket) -> (Result<Vec<u8>>, Option<Vec<u8>>, Option<usize>) {
         let mut st = self.state.lock();
         loop {
+            let dead = st.dead;
             let Some(e) = st.entry(t.tag) else {
-                return Err(Errno::EIO);
+                return (Err(Errno::EIO), None, None);
             };
             if let TagState::Ready(_) = e.state {
                 let TagState::Ready(r) = std::mem::replace(&mut e.state, TagState::Free) else {
-                    return Err(Errno::EIO);
+                    return (Err(Errno::EIO), None, None);
                 };
+                let (lend, count) = (e.lend.take(), e.lent_count.take());
                 st.release(t.tag);
                 drop(st);
                 self.tag_free.notify_one();
-                return r;
+                return (r, lend, count);
             }
-            if st.dead {
+            if dead {
+                let lend = e.lend.take();
                 st.release(t.tag);
-                return Err(Errno::EIO);
+                return (Err(Errno::EIO), lend, None);
             }
             if wait(&t.cv, &mut st, t.deadline) {
                 // Still waiting after the deadline: give the tag up.
@@ -437,7 +469,7 @@ impl Shared {
                         if t.tag != NOTAG {
                             self.flush(t.tag, t.gen);
                         }
-                        return Err(Errno::ETIMEDOUT);
+                        return (Err(Errno::ETIMEDOUT), None, None);
                     }
                 }
             }
@@ -501,6 +533,34 @@ impl Shared {
             let _ = self.send(&buf, &[]);
         }
         self.recycle(buf);
+    }
+
+    /// Takes the buffer lent for `tag`'s Rread if it can hold `count` bytes.
+    fn take_lend(&self, tag: u16, count: usize) -> Option<Vec<u8>> {
+        let mut st = self.state.lock();
+        let e = st.entry(tag)?;
+        match (&e.state, &e.lend) {
+            (TagState::Waiting, Some(b)) if b.len() >= count => e.lend.take(),
+            _ => None,
+        }
+    }
+
+    /// Hands a lent buffer, filled with `count` bytes of Rread data, back
+    /// to its caller (called by the reader thread).
+    fn deliver_lent(&self, tag: u16, lend: Vec<u8>, count: usize) {
+        let mut st = self.state.lock();
+        if let Some(e) = st.entry(tag) {
+            if let TagState::Waiting = e.state {
+                e.lend = Some(lend);
+                e.lent_count = Some(count);
+                e.state = TagState::Ready(Ok(Vec::new()));
+                e.cv.notify_one();
+                return;
+            }
+        }
+        drop(st);
+        // The caller gave up meanwhile: settle the tag as for any reply.
+        self.deliver(tag, Err(Errno::EIO));
     }
 
     /// Hands one reply frame to its tag (called by the reader thread).
@@ -598,6 +658,9 @@ enum Frame {
     Whole(Vec<u8>),
     /// A frame over msize, skipped; only its tag is known.
     Oversize(u16),
+    /// An Rread whose data went into the buffer its caller lent:
+    /// (tag, buffer, count).
+    Lent(u16, Vec<u8>, usize),
 }
 
 impl FrameReader {
@@ -622,7 +685,7 @@ impl FrameReader {
 
     fn next(&mut self, msize: u32, shared: &Shared) -> io::Result<Frame> {
         self.fill(HEADER_SIZE)?;
-        let (size, _, tag) =
+        let (size, ty, tag) =
             peek_header(&self.buf[self.start..self.end]).ok_or(io::ErrorKind::InvalidData)?;
         let size = size as usize;
         if size < HEADER_SIZE {
@@ -638,6 +701,23 @@ impl FrameReader {
                 left -= n;
             }
             return Ok(Frame::Oversize(tag));
+        }
+        if ty == wire::msgtype::RREAD && size > LEND_MIN {
+            self.fill(HEADER_SIZE + 4)?;
+            let c = &self.buf[self.start + HEADER_SIZE..self.start + HEADER_SIZE + 4];
+            let count = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+            if count + HEADER_SIZE + 4 == size {
+                if let Some(mut lend) = shared.take_lend(tag, count) {
+                    self.start += HEADER_SIZE + 4;
+                    let have = (self.end - self.start).min(count);
+                    lend[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
+                    self.start += have;
+                    if have < count {
+                        self.src.read_exact(&mut lend[have..count])?;
+                    }
+                    return Ok(Frame::Lent(tag, lend, count));
+                }
+            }
         }
         let mut frame = shared.buffer_for(size);
         let have = (self.end - self.start).min(size);
@@ -663,6 +743,7 @@ fn reader_loop(shared: Arc<Shared>, mut fr: FrameReader, done: mpsc::Sender<()>)
                 log::warn!("9p: oversize reply for tag {tag}");
                 shared.deliver(tag, Err(Errno::EIO));
             }
+            Ok(Frame::Lent(tag, lend, count)) => shared.deliver_lent(tag, lend, count),
             Err(e) => {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     log::warn!("9p: connection lost: {e}");
@@ -1152,6 +1233,42 @@ impl Client {
             Some(e) if done == 0 => Err(e),
             _ => Ok(done),
         }
+    }
+
+    /// Reads into `buf` from `offset` like [`Client::read`], but when the
+    /// read fits in one message the reader thread receives the data straight
+    /// into `buf` (which is lent to it meanwhile), saving a copy of the whole
+    /// reply. `buf` keeps its length; bytes past the returned count are
+    /// unspecified.
+    pub fn read_vec(&self, fid: &Fid, offset: u64, buf: &mut Vec<u8>) -> Result<usize> {
+        let want = buf.len();
+        if want > self.io_chunk(fid) || want <= LEND_MIN {
+            return self.read(fid, offset, buf);
+        }
+        let req = Msg::Tread {
+            fid: fid.num,
+            offset,
+            count: want as u32,
+        };
+        let t = self
+            .shared
+            .submit_lend(&req, None, Some(std::mem::take(buf)))?;
+        let (frame, lend, count) = self.shared.wait_reply_lent(t);
+        match lend {
+            Some(b) => *buf = b,
+            None => *buf = vec![0; want],
+        }
+        if let (Ok(_), Some(n)) = (&frame, count) {
+            return if n <= want { Ok(n) } else { Err(Errno::EIO) };
+        }
+        // Not delivered into the lent buffer: an ordinary (or error) reply.
+        self.finish(frame, |m| match m {
+            Msg::Rread { data } if data.len() <= want => {
+                buf[..data.len()].copy_from_slice(data);
+                Ok(data.len())
+            }
+            _ => Err(Errno::EIO),
+        })
     }
 
     /// Writes `data` at `offset`, in as many Twrites as msize and iounit
