@@ -13,7 +13,13 @@ pub fn main(args: &[String]) -> i32 {
     let stderr = std::io::stderr();
     let mut out = stdout.lock();
     let mut err = stderr.lock();
+    #[cfg(unix)]
     let code = tessera_fsimpl::verity::cli::run(args, &mut out, &mut err);
+    #[cfg(not(unix))]
+    let code = {
+        let _ = (args, writeln!(err, "tessera verity: needs a Unix host"));
+        2
+    };
     let _ = out.flush();
     code
 }

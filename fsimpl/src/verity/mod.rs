@@ -12,16 +12,22 @@
 //!   [`build_tree`]).
 //! - [`verify`]: read a file through its tree, checking only the blocks a
 //!   read touches ([`Verifier`]).
-//! - [`dir`]: sign a whole directory tree with one root hash, and check it.
-//! - [`cli`]: the `tessera verity` subcommand.
+//! - `dir`: sign a whole directory tree with one root hash, and check it.
+//! - `cli`: the `tessera verity` subcommand.
+//!
+//! The last two walk host directories with Unix metadata (modes, owners,
+//! symlinks) and exist on Unix only; the tree library builds everywhere (the
+//! workspace is also checked for Windows).
 //!
 //! Hashing uses the `sha2` crate (the issue asks for it). Version 0.11 picks
 //! the SHA-NI (SHA-256) or AVX2 (SHA-512) code at run time and has no `asm`
 //! feature any more, so none is enabled.
 
 pub mod build;
+#[cfg(unix)]
 pub mod cli;
 pub mod descriptor;
+#[cfg(unix)]
 pub mod dir;
 pub mod hash;
 pub mod params;

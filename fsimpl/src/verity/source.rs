@@ -107,6 +107,16 @@ impl ReadAt for std::fs::File {
     }
 }
 
+#[cfg(windows)]
+impl ReadAt for std::fs::File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::os::windows::fs::FileExt;
+        // `seek_read` moves the file position; a verifier's sources are only
+        // ever read at explicit offsets, so that is harmless here.
+        FileExt::seek_read(self, buf, offset).map_err(|e| io_errno(&e))
+    }
+}
+
 /// Reads until `buf` is full or the store ends; returns the count.
 ///
 /// # Errors
