@@ -16,6 +16,7 @@ use super::backend::{Backend, Dirent};
 pub fn starting_process() -> Result<Process> {
     let vfs = Vfs::new();
     vfs.fstypes.register(Arc::new(TmpfsType::default()))?;
+    tessera_devices::memdev::register(&vfs.devices)?;
     let root = vfs.mount_disconnected(
         &Credentials::root(),
         "tmpfs",

@@ -336,6 +336,9 @@ pub struct Filesystem {
     /// Serialises renames across directories, so that the ancestry check
     /// and the move are atomic (Linux's `s_vfs_rename_mutex`).
     pub(crate) rename_lock: Mutex<()>,
+    /// The superblock is read-only (`MS_RDONLY` on a new mount or a
+    /// non-bind remount), whatever its mounts say.
+    readonly: std::sync::atomic::AtomicBool,
 }
 
 impl Filesystem {
@@ -356,6 +359,7 @@ impl Filesystem {
             ops,
             root,
             rename_lock: Mutex::new(()),
+            readonly: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -387,6 +391,16 @@ impl Filesystem {
     /// The root dentry.
     pub fn root(&self) -> &Arc<Dentry> {
         &self.root
+    }
+
+    /// Whether the filesystem instance is read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly.load(Ordering::Acquire)
+    }
+
+    /// Makes the instance read-only or writable.
+    pub fn set_readonly(&self, ro: bool) {
+        self.readonly.store(ro, Ordering::Release);
     }
 }
 

@@ -18,6 +18,20 @@ pub const SETTABLE_FLAGS: OpenFlags = OpenFlags::O_APPEND
     .union(OpenFlags::O_ASYNC)
     .union(OpenFlags::O_DIRECT);
 
+/// The directory position after the last entry was read: entries added
+/// later are not returned until the directory is rewound (Linux's
+/// `DIR_OFFSET_EOD` for tmpfs's stable offsets).
+pub const DIR_OFFSET_EOD: u64 = i32::MAX as u64;
+
+/// `rw_verify_area`: the range `pos..pos+len` must fit in a signed offset.
+fn verify_area(pos: u64, len: usize) -> Result<()> {
+    let end = (pos as i64).checked_add(len as i64);
+    if pos > i64::MAX as u64 || end.is_none() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
 /// An open file description (`struct file`).
 pub struct OpenFile {
     vd: VirtualDentry,
@@ -118,6 +132,7 @@ impl OpenFile {
             return ops.read(0, buf);
         }
         let mut pos = self.pos.lock();
+        verify_area(*pos, buf.len())?;
         let n = ops.read(*pos, buf)?;
         *pos += n as u64;
         Ok(n)
@@ -138,13 +153,14 @@ impl OpenFile {
         if !ops.seekable() {
             return Err(Errno::ESPIPE);
         }
+        verify_area(off as u64, buf.len())?;
         ops.read(off as u64, buf)
     }
 
     fn after_write(&self, cred: &Credentials) {
         // Writing clears set-id bits (`file_remove_privs`).
         let inode = self.vd.dentry.inode();
-        if let Some(mode) = perm::mode_after_write(cred, inode.owner().mode) {
+        if let Some(mode) = perm::mode_after_write(cred, inode.owner()) {
             let _ = inode.setattr(
                 &Ctx { cred },
                 &SetAttr {
@@ -166,6 +182,9 @@ impl OpenFile {
             return ops.write(&Ctx { cred }, 0, buf, false).map(|r| r.0);
         }
         let mut pos = self.pos.lock();
+        if !append {
+            verify_area(*pos, buf.len())?;
+        }
         let (n, end) = ops.write(&Ctx { cred }, *pos, buf, append)?;
         *pos = end;
         drop(pos);
@@ -188,6 +207,7 @@ impl OpenFile {
             return Err(Errno::ESPIPE);
         }
         let append = self.flags().contains(OpenFlags::O_APPEND);
+        verify_area(off as u64, buf.len())?;
         let (n, _) = ops.write(&Ctx { cred }, off as u64, buf, append)?;
         if n > 0 {
             self.after_write(cred);
@@ -206,10 +226,13 @@ impl OpenFile {
         let is_dir = self.vd.dentry.is_dir();
         let new = match whence {
             Whence::Set => off,
-            Whence::Cur => (*pos as i64).checked_add(off).ok_or(Errno::EOVERFLOW)?,
+            Whence::Cur => (*pos as i64).checked_add(off).ok_or(Errno::EINVAL)?,
             Whence::End => {
-                let size = if is_dir { 0 } else { ops.size() as i64 };
-                size.checked_add(off).ok_or(Errno::EOVERFLOW)?
+                if is_dir {
+                    return Err(Errno::EINVAL);
+                }
+                let size = ops.size() as i64;
+                size.checked_add(off).ok_or(Errno::EINVAL)?
             }
             Whence::Data | Whence::Hole => {
                 if is_dir {
@@ -254,8 +277,13 @@ impl OpenFile {
                 *pos = 2;
             }
             loop {
-                let batch = d.children_from(*pos, 256);
+                let batch = if *pos >= DIR_OFFSET_EOD {
+                    Vec::new()
+                } else {
+                    d.children_from(*pos, 256)
+                };
                 if batch.is_empty() {
+                    *pos = DIR_OFFSET_EOD;
                     break;
                 }
                 for (name, ft, _ino, next) in batch {

@@ -334,7 +334,9 @@ impl Vfs {
         )
     }
 
-    /// `linkat(2)`.
+    /// `linkat(2)`. `opener` is the credentials that opened the old
+    /// descriptor, for `AT_EMPTY_PATH`.
+    #[allow(clippy::too_many_arguments)]
     pub fn linkat(
         &self,
         ctx: &PathCtx<'_>,
@@ -343,12 +345,15 @@ impl Vfs {
         new_start: &VirtualDentry,
         new: &[u8],
         flags: AtFlags,
+        opener: Option<&Credentials>,
     ) -> Result<()> {
         if !(flags - AtFlags::AT_SYMLINK_FOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
             return Err(Errno::EINVAL);
         }
-        let empty_ok =
-            flags.contains(AtFlags::AT_EMPTY_PATH) && ctx.cred.has(Caps::DAC_READ_SEARCH);
+        // An empty old path links the open file itself: allowed to whoever
+        // opened it, or with CAP_DAC_READ_SEARCH (`linkat(2)`).
+        let empty_ok = flags.contains(AtFlags::AT_EMPTY_PATH)
+            && (ctx.cred.has(Caps::DAC_READ_SEARCH) || opener.is_some_and(|o| o == ctx.cred));
         let src = self.lookup(
             ctx,
             old_start,
@@ -463,9 +468,6 @@ impl Vfs {
             && flags.intersects(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_WHITEOUT)
         {
             return Err(Errno::EINVAL);
-        }
-        if flags.contains(RenameFlags::RENAME_WHITEOUT) && !ctx.cred.has(Caps::MKNOD) {
-            return Err(Errno::EPERM);
         }
         let (ow, olast) = self.parent_of(ctx, old_start, old)?;
         let old_trailing = ow.must_be_dir;
@@ -685,13 +687,19 @@ impl Vfs {
         let want = May::from_bits_truncate(mode.bits());
         let o = vd.dentry.inode().owner();
         perm::check(&cred, o, want)?;
+        if want.contains(May::EXEC)
+            && vd.dentry.file_type() == FileType::Regular
+            && vd.mount.flags().contains(MntFlags::NOEXEC)
+        {
+            return Err(Errno::EACCES);
+        }
         let ft = vd.dentry.file_type();
         if want.contains(May::WRITE)
             && matches!(
                 ft,
                 FileType::Regular | FileType::Directory | FileType::Symlink
             )
-            && vd.mount.is_readonly()
+            && vd.mount.is_write_protected()
         {
             return Err(Errno::EROFS);
         }
@@ -793,7 +801,7 @@ impl Vfs {
             ..Default::default()
         };
         let o = vd.dentry.inode().owner();
-        if let Some(m) = perm::mode_after_write(cred, o.mode) {
+        if let Some(m) = perm::mode_after_write(cred, o) {
             attr.mode = Some(m & 0o7777);
         }
         self.setattr_vd(cred, vd, attr)
@@ -883,6 +891,16 @@ impl Vfs {
         Ok(())
     }
 
+    /// A namespace prefix with nothing after it names no attribute
+    /// (`xattr_resolve_name`); the filesystem answers `EINVAL` after the
+    /// permission checks.
+    fn xattr_suffix(name: &[u8]) -> Result<()> {
+        if [&b"user."[..], b"trusted.", b"security.", b"system."].contains(&name) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
     /// `getxattr(2)` / `lgetxattr(2)`.
     pub fn getxattr(
         &self,
@@ -905,6 +923,7 @@ impl Vfs {
         name: &[u8],
     ) -> Result<Vec<u8>> {
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, false)?;
+        Self::xattr_suffix(name)?;
         vd.dentry.inode().getxattr(name)
     }
 
@@ -942,6 +961,7 @@ impl Vfs {
     ) -> Result<()> {
         let _w = begin_write(vd)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
+        Self::xattr_suffix(name)?;
         vd.dentry.inode().setxattr(name, value, flags)
     }
 
@@ -983,6 +1003,7 @@ impl Vfs {
         let vd = self.lookup(ctx, start, path, follow, false)?;
         let _w = begin_write(&vd)?;
         perm::check_xattr(ctx.cred, vd.dentry.inode().owner(), name, true)?;
+        Self::xattr_suffix(name)?;
         vd.dentry.inode().removexattr(name)
     }
 
@@ -1000,7 +1021,7 @@ impl Vfs {
         strict: bool,
     ) -> Result<Arc<OpenFile>> {
         let mut flags = flags;
-        let creating = flags.intersects(OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE);
+        let mut creating = flags.intersects(OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE);
         if strict {
             if !(flags - OpenFlags::VALID).is_empty() {
                 return Err(Errno::EINVAL);
@@ -1026,6 +1047,14 @@ impl Vfs {
             }
         } else {
             flags &= OpenFlags::VALID;
+            if flags.contains(OpenFlags::O_PATH) {
+                // open(2) keeps only what O_PATH allows (`build_open_how`).
+                flags &= OpenFlags::O_PATH
+                    | OpenFlags::O_DIRECTORY
+                    | OpenFlags::O_NOFOLLOW
+                    | OpenFlags::O_CLOEXEC;
+                creating = false;
+            }
         }
         let mode = if creating { mode & 0o7777 } else { 0 };
         if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_DIRECTORY) {
@@ -1235,7 +1264,7 @@ impl Vfs {
         }
         let dir = self
             .walker(ctx, start, path, resolve)?
-            .resolve(true, true)?;
+            .resolve(!flags.contains(OpenFlags::O_NOFOLLOW), true)?;
         let _wr = begin_write(&dir)?;
         may_create(ctx.cred, &dir.dentry)?;
         let (uid, gid, m) = perm::new_owner(

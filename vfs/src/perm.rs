@@ -148,13 +148,16 @@ pub fn mode_after_chown(mode: u32) -> Option<u32> {
 }
 
 /// The mode after a write or truncate by `cred` (`file_remove_privs`): set-uid
-/// and executable set-gid are removed unless the caller has `CAP_FSETID`.
-pub fn mode_after_write(cred: &Credentials, mode: u32) -> Option<u32> {
+/// and set-gid are removed (see below) unless the caller has `CAP_FSETID`.
+pub fn mode_after_write(cred: &Credentials, o: Owner) -> Option<u32> {
+    let mode = o.mode;
     if mode & S_IFMT != S_IFREG || cred.has(Caps::FSETID) {
         return None;
     }
     let mut m = mode & !S_ISUID;
-    if m & S_IXGRP != 0 {
+    // `setattr_should_drop_sgid`: an executable set-gid always goes; a
+    // non-executable one goes when the writer is not in the group.
+    if m & S_ISGID != 0 && (m & S_IXGRP != 0 || !cred.in_group(o.gid)) {
         m &= !S_ISGID;
     }
     (m != mode).then_some(m)
@@ -340,15 +343,19 @@ mod tests {
     fn setid_bits_cleared() {
         let u = Credentials::user(1, 1);
         assert_eq!(
-            mode_after_write(&u, S_IFREG | 0o6755),
+            mode_after_write(&u, o(S_IFREG | 0o6755, 0, 0)),
             Some(S_IFREG | 0o755)
         );
         assert_eq!(
-            mode_after_write(&u, S_IFREG | 0o6745),
+            mode_after_write(&u, o(S_IFREG | 0o6745, 0, 1)),
             Some(S_IFREG | 0o2745)
         );
         assert_eq!(
-            mode_after_write(&Credentials::root(), S_IFREG | 0o6755),
+            mode_after_write(&u, o(S_IFREG | 0o6745, 0, 0)),
+            Some(S_IFREG | 0o745)
+        );
+        assert_eq!(
+            mode_after_write(&Credentials::root(), o(S_IFREG | 0o6755, 0, 0)),
             None
         );
         assert_eq!(mode_after_chown(S_IFREG | 0o4755), Some(S_IFREG | 0o755));

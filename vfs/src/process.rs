@@ -201,7 +201,13 @@ impl Process {
             root: &st.root,
             umask: st.umask,
         };
-        self.vfs.linkat(&ctx, &os, old, &ns, new, flags)
+        let opener = if old.is_empty() && olddirfd != AT_FDCWD {
+            Some(self.file(olddirfd)?.opener().clone())
+        } else {
+            None
+        };
+        self.vfs
+            .linkat(&ctx, &os, old, &ns, new, flags, opener.as_ref())
     }
 
     /// `unlinkat(2)`.
@@ -342,9 +348,23 @@ impl Process {
         resolve: ResolveFlags,
     ) -> Result<i32> {
         let mode = u32::try_from(mode).map_err(|_| Errno::EINVAL)?;
-        let f = self.with(dirfd, path, |v, c, s| {
-            v.openat(c, s, path, flags, mode, resolve, true)
-        })?;
+        let st = self.snapshot();
+        // With a scope, the dirfd is the root even for an absolute path.
+        let scoped =
+            resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
+        let start = if scoped && dirfd != AT_FDCWD {
+            self.file(dirfd)?.location().clone()
+        } else {
+            self.start(&st, dirfd, path)?
+        };
+        let ctx = PathCtx {
+            cred: &st.cred,
+            root: &st.root,
+            umask: st.umask,
+        };
+        let f = self
+            .vfs
+            .openat(&ctx, &start, path, flags, mode, resolve, true)?;
         self.fds.lock().insert(f)
     }
 
@@ -462,6 +482,10 @@ impl Process {
             return Err(Errno::ENOENT);
         }
         let p = path_of(&st.cwd, &st.root);
+        // The answer and its NUL must fit in a page.
+        if p.path.len() + 1 > PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         if p.reachable {
             Ok(p.path)
         } else {
@@ -586,9 +610,11 @@ impl Process {
         let own = 1
             + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount))
             + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
-        let expiring = flags.contains(UmountFlags::MNT_EXPIRE);
-        if expiring && !vd.mount.mark_expiry() {
-            return Err(Errno::EAGAIN);
+        // Unmounting the root without MNT_DETACH remounts its filesystem
+        // read-only instead (`do_umount_root`).
+        if vd.same(&st.root) && !flags.contains(UmountFlags::MNT_DETACH) {
+            vd.mount.fs().set_readonly(true);
+            return Ok(());
         }
         self.vfs.do_umount(&ns, &vd, flags, own)
     }

@@ -269,6 +269,12 @@ impl FilesystemOps for TmpfsFs {
             .take_value("nr_inodes")?
             .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
             .transpose()?;
+        // Accepted but not applied on remount, as in Linux's shmem_reconfigure.
+        for k in [
+            "mode", "uid", "gid", "huge", "mpol", "inode32", "inode64", "noswap",
+        ] {
+            d.take(k);
+        }
         d.finish()?;
         let mut l = self.limits.write();
         if let Some(s) = size {

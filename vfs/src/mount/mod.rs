@@ -183,7 +183,13 @@ impl Mount {
             .store((f - MntFlags::RDONLY).bits(), Ordering::Release);
     }
 
-    /// Whether the mount is read-only.
+    /// Whether the mount or its filesystem is read-only (writes give `EROFS`).
+    #[inline]
+    pub fn is_write_protected(&self) -> bool {
+        self.is_readonly() || self.fs.is_readonly()
+    }
+
+    /// Whether the mount itself is read-only (the per-mount flag).
     #[inline]
     pub fn is_readonly(&self) -> bool {
         self.writers.load(Ordering::Acquire) & RO_BIT != 0
@@ -193,7 +199,7 @@ impl Mount {
     /// Pair with [`Mount::end_write`].
     pub fn begin_write(&self) -> Result<()> {
         let prev = self.writers.fetch_add(1, Ordering::AcqRel);
-        if prev & RO_BIT != 0 {
+        if prev & RO_BIT != 0 || self.fs.is_readonly() {
             self.writers.fetch_sub(1, Ordering::AcqRel);
             return Err(Errno::EROFS);
         }

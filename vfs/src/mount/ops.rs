@@ -228,6 +228,10 @@ impl Vfs {
         self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
         // Copies for every peer and slave of the parent that can see the mount point.
         for (pm, is_peer) in self.propagation_targets(ns, &target.mount) {
+            // Mounts of the tree being attached are new: nothing propagates to them.
+            if tree.iter().any(|(m, _)| Arc::ptr_eq(m, &pm)) {
+                continue;
+            }
             if !target.dentry.is_descendant_of(pm.root())
                 || !Arc::ptr_eq(pm.fs(), target.mount.fs())
             {
@@ -290,10 +294,8 @@ impl Vfs {
         flags: MountFlags,
         data: &[u8],
     ) -> Result<()> {
-        if fstype.is_empty() {
-            return Err(Errno::EINVAL);
-        }
         let fs = self.new_filesystem(cred, fstype, source, flags, data, false)?;
+        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY));
         let root = fs.root().clone();
         let m = Mount::new(
             fs,
@@ -387,11 +389,17 @@ impl Vfs {
         if !vd.is_mount_root() {
             return Err(Errno::EINVAL);
         }
+        let f = MntFlags::from_mount_flags(flags);
         if !bind_only {
             let md = MountData::parse(data)?;
+            let ro = f.contains(MntFlags::RDONLY);
+            if ro && !vd.mount.fs().is_readonly() {
+                // Going read-only needs no writers on this mount.
+                vd.mount.set_readonly(true)?;
+            }
             vd.mount.fs().ops().remount(&md)?;
+            vd.mount.fs().set_readonly(ro);
         }
-        let f = MntFlags::from_mount_flags(flags);
         vd.mount.set_readonly(f.contains(MntFlags::RDONLY))?;
         vd.mount.set_other_flags(f);
         Ok(())
@@ -488,6 +496,10 @@ impl Vfs {
             if Arc::strong_count(&m) > 3 + extra_refs {
                 return Err(Errno::EBUSY);
             }
+        }
+        // MNT_EXPIRE: the first call only marks an idle mount.
+        if flags.contains(UmountFlags::MNT_EXPIRE) && !m.mark_expiry() {
+            return Err(Errno::EAGAIN);
         }
         // Propagated unmounts: the copies at the parent's peers and slaves
         // that have no children of their own.

@@ -65,7 +65,7 @@ impl Vfs {
                 p.unbindable = false;
             }
             PropagationType::Slave | PropagationType::Private | PropagationType::Unbindable => {
-                self.make_slave(ns, m);
+                self.make_slave(ns, m, t == PropagationType::Slave);
                 let mut p = m.prop.lock();
                 if t != PropagationType::Slave {
                     p.master = None;
@@ -77,7 +77,7 @@ impl Vfs {
 
     /// Leaves the peer group, becoming a slave of it (`do_make_slave`): our
     /// slaves move to a remaining peer, or to our master.
-    fn make_slave(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
+    fn make_slave(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>, keep_master: bool) {
         let (group, slaves, master) = {
             let mut p = m.prop.lock();
             (
@@ -100,9 +100,30 @@ impl Vfs {
                 nm.prop.lock().slaves.push(Arc::downgrade(&s));
             }
         }
-        if let Some(peer) = peer {
-            m.prop.lock().master = Some(Arc::downgrade(&peer));
-            peer.prop.lock().slaves.push(Arc::downgrade(m));
+        if !keep_master {
+            // Private or unbindable: no master, and no master lists us.
+            if let Some(old) = master.as_ref().and_then(Weak::upgrade) {
+                old.prop
+                    .lock()
+                    .slaves
+                    .retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(m)));
+            }
+            return;
+        }
+        let new_master = peer.or_else(|| master.as_ref().and_then(Weak::upgrade));
+        if let Some(nm) = new_master {
+            if Arc::ptr_eq(&nm, m) {
+                return;
+            }
+            m.prop.lock().master = Some(Arc::downgrade(&nm));
+            let mut np = nm.prop.lock();
+            if !np
+                .slaves
+                .iter()
+                .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(m)))
+            {
+                np.slaves.push(Arc::downgrade(m));
+            }
         }
     }
 
