@@ -1266,7 +1266,8 @@ impl Vfs {
             .walker(ctx, start, path, resolve)?
             .resolve(!flags.contains(OpenFlags::O_NOFOLLOW), true)?;
         let _wr = begin_write(&dir)?;
-        may_create(ctx.cred, &dir.dentry)?;
+        // No dead-directory check: Linux makes unnamed files even in a removed directory.
+        perm::check(ctx.cred, dir.dentry.inode().owner(), May::WRITE | May::EXEC)?;
         let (uid, gid, m) = perm::new_owner(
             ctx.cred,
             dir.dentry.inode().owner(),
