@@ -81,13 +81,12 @@ fn tool_args(p: &MerkleParams) -> Vec<String> {
 
 /// The sizes the issue names: empty, one byte, around one block, around one
 /// full leaf level, and a few MiB. A full level with 64 KiB blocks is 64 or
-/// 128 MiB; those two sizes are left to the 1–16 KiB block sizes, where the
-/// same code paths run on less data.
+/// 128 MiB; those are in [`full_level_with_64k_blocks`], one file at a time.
 fn sizes(p: &MerkleParams) -> Vec<usize> {
     let bs = p.block_size();
     let level = bs * p.hashes_per_block();
     let mut v = vec![0, 1, bs - 1, bs, bs + 1, 3 * bs + 5, (3 << 20) + 17];
-    if level <= 4 << 20 {
+    if level <= 8 << 20 {
         v.extend([level, level + 1, level - 1]);
     }
     let two_levels = level * p.hashes_per_block();
@@ -174,4 +173,33 @@ fn check_tree_files(p: &MerkleParams, path: &Path, tree: &tessera_fsimpl::verity
     );
     std::fs::remove_file(t).unwrap();
     std::fs::remove_file(d).unwrap();
+}
+
+/// One full leaf level with 64 KiB blocks (64 MiB for SHA-512, 128 MiB for
+/// SHA-256), written and checked one file at a time. Runs in optimized
+/// builds (CI tests with `--release`), or when `TESSERA_VERITY_BIG` is set.
+#[test]
+fn full_level_with_64k_blocks() {
+    if cfg!(debug_assertions) && std::env::var_os("TESSERA_VERITY_BIG").is_none() {
+        eprintln!("skipping in a debug build (set TESSERA_VERITY_BIG=1 to run)");
+        return;
+    }
+    if !tool_present() {
+        return;
+    }
+    let dir = TempDir::new("verity-xcheck-big");
+    let mut rng = Rng(0x0bad_cafe_f00d_d00d);
+    for (alg, salt) in [(HashAlg::Sha512, &b""[..]), (HashAlg::Sha256, b"big salt")] {
+        let p = MerkleParams::new(alg, 65536, salt).unwrap();
+        let level = 65536 * p.hashes_per_block();
+        for size in [level, level + 1] {
+            let data = rng.bytes(size);
+            let path = dir.0.join(format!("big-{size}"));
+            std::fs::write(&path, &data).unwrap();
+            let tree = build_tree(p, &data);
+            drop(data);
+            check_tree_files(&p, &path, &tree);
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }
