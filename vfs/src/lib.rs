@@ -54,6 +54,9 @@ pub mod perm;
 pub mod process;
 pub mod walk;
 
+#[cfg(test)]
+mod testfs;
+
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -365,3 +365,160 @@ pub(crate) fn lookup_in(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> R
     let inode = dir.inode().lookup(&Ctx { cred }, name)?;
     dir.insert_child(name, inode)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::abi::*;
+    use crate::testfs::process;
+
+    fn ok_stat(p: &crate::process::Process, path: &[u8]) -> Result<FileType> {
+        p.fstatat(AT_FDCWD, path, AtFlags::empty())
+            .map(|s| s.file_type().unwrap())
+    }
+
+    #[test]
+    fn dots_slashes_and_root_clamp() {
+        let p = process();
+        p.mkdirat(AT_FDCWD, b"/a", 0o755).unwrap();
+        p.mkdirat(AT_FDCWD, b"/a/b", 0o755).unwrap();
+        assert_eq!(ok_stat(&p, b"//a///b/."), Ok(FileType::Directory));
+        assert_eq!(ok_stat(&p, b"/../../a/b/../b"), Ok(FileType::Directory));
+        assert_eq!(ok_stat(&p, b""), Err(Errno::ENOENT));
+        assert_eq!(ok_stat(&p, b"/a/missing/x"), Err(Errno::ENOENT));
+        p.mknodat(AT_FDCWD, b"/a/f", S_IFREG | 0o644, DevId::default())
+            .unwrap();
+        assert_eq!(ok_stat(&p, b"/a/f/"), Err(Errno::ENOTDIR));
+        assert_eq!(ok_stat(&p, b"/a/f/x"), Err(Errno::ENOTDIR));
+        assert_eq!(ok_stat(&p, b"/a/f/."), Err(Errno::ENOTDIR));
+    }
+
+    #[test]
+    fn name_and_path_limits() {
+        let p = process();
+        let long = vec![b'x'; 256];
+        assert_eq!(p.mkdirat(AT_FDCWD, &long, 0o755), Err(Errno::ENAMETOOLONG));
+        assert_eq!(p.mkdirat(AT_FDCWD, &long[..255], 0o755), Ok(()));
+        let mut path = b"/".to_vec();
+        while path.len() < 4096 {
+            path.extend_from_slice(b"./");
+        }
+        path.truncate(4095);
+        assert_eq!(ok_stat(&p, &path), Ok(FileType::Directory));
+        path.push(b'.');
+        assert_eq!(ok_stat(&p, &path), Err(Errno::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn forty_links_then_eloop() {
+        let p = process();
+        p.mkdirat(AT_FDCWD, b"/d", 0o755).unwrap();
+        p.symlinkat(b"/d", AT_FDCWD, b"/l0").unwrap();
+        for i in 1..=40 {
+            let target = format!("/l{}", i - 1);
+            p.symlinkat(target.as_bytes(), AT_FDCWD, format!("/l{i}").as_bytes())
+                .unwrap();
+        }
+        // l39 needs 40 follows, l40 needs 41.
+        assert_eq!(ok_stat(&p, b"/l39"), Ok(FileType::Directory));
+        assert_eq!(ok_stat(&p, b"/l40"), Err(Errno::ELOOP));
+        p.symlinkat(b"self", AT_FDCWD, b"/self").unwrap();
+        assert_eq!(ok_stat(&p, b"/self"), Err(Errno::ELOOP));
+        assert_eq!(
+            p.fstatat(AT_FDCWD, b"/self", AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|s| s.file_type()),
+            Ok(Some(FileType::Symlink))
+        );
+        // A trailing slash follows even with NOFOLLOW.
+        assert_eq!(
+            p.fstatat(AT_FDCWD, b"/l0/", AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|s| s.file_type()),
+            Ok(Some(FileType::Directory))
+        );
+    }
+
+    #[test]
+    fn resolve_scopes() {
+        let p = process();
+        p.mkdirat(AT_FDCWD, b"/r", 0o755).unwrap();
+        p.mkdirat(AT_FDCWD, b"/r/in", 0o755).unwrap();
+        p.symlinkat(b"/in", AT_FDCWD, b"/r/abs").unwrap();
+        p.symlinkat(b"../..", AT_FDCWD, b"/r/up").unwrap();
+        let r = p
+            .openat(
+                AT_FDCWD,
+                b"/r",
+                OpenFlags::O_PATH | OpenFlags::O_DIRECTORY,
+                0,
+            )
+            .unwrap();
+        let dir = OpenFlags::O_DIRECTORY;
+        assert_eq!(
+            p.openat2(r, b"abs", dir, 0, ResolveFlags::RESOLVE_BENEATH)
+                .err(),
+            Some(Errno::EXDEV)
+        );
+        assert!(p
+            .openat2(r, b"abs", dir, 0, ResolveFlags::RESOLVE_IN_ROOT)
+            .is_ok());
+        assert!(p
+            .openat2(r, b"up/in", dir, 0, ResolveFlags::RESOLVE_IN_ROOT)
+            .is_ok());
+        assert_eq!(
+            p.openat2(r, b"up", dir, 0, ResolveFlags::RESOLVE_BENEATH)
+                .err(),
+            Some(Errno::EXDEV)
+        );
+        assert_eq!(
+            p.openat2(r, b"abs", dir, 0, ResolveFlags::RESOLVE_NO_SYMLINKS)
+                .err(),
+            Some(Errno::ELOOP)
+        );
+        p.mount(b"none", b"/r/in", b"testfs", MountFlags::empty(), b"")
+            .unwrap();
+        assert_eq!(
+            p.openat2(r, b"in", dir, 0, ResolveFlags::RESOLVE_NO_XDEV)
+                .err(),
+            Some(Errno::EXDEV)
+        );
+        assert!(p
+            .openat2(r, b"in/..", dir, 0, ResolveFlags::empty())
+            .is_ok());
+        assert_eq!(
+            p.openat2(
+                r,
+                b"in",
+                dir,
+                0,
+                ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT
+            )
+            .err(),
+            Some(Errno::EINVAL)
+        );
+    }
+
+    #[test]
+    fn dotdot_crosses_mounts_both_ways() {
+        let p = process();
+        p.mkdirat(AT_FDCWD, b"/m", 0o755).unwrap();
+        p.mount(b"none", b"/m", b"testfs", MountFlags::empty(), b"")
+            .unwrap();
+        p.mkdirat(AT_FDCWD, b"/m/inner", 0o755).unwrap();
+        p.chdir(b"/m/inner").unwrap();
+        p.chdir(b"../..").unwrap();
+        assert_eq!(p.getcwd().unwrap(), b"/");
+        p.chdir(b"m/inner/../../m").unwrap();
+        assert_eq!(p.getcwd().unwrap(), b"/m");
+    }
+
+    #[test]
+    fn search_permission_on_every_directory() {
+        let p = process();
+        p.mkdirat(AT_FDCWD, b"/a", 0o700).unwrap();
+        p.mkdirat(AT_FDCWD, b"/a/b", 0o777).unwrap();
+        p.set_fs_ids(1000, 1000, &[]);
+        assert_eq!(ok_stat(&p, b"/a/b"), Err(Errno::EACCES));
+        assert_eq!(ok_stat(&p, b"/a"), Ok(FileType::Directory));
+        p.set_fs_ids(0, 0, &[]);
+        assert_eq!(ok_stat(&p, b"/a/b"), Ok(FileType::Directory));
+    }
+}
