@@ -74,41 +74,82 @@ impl From<VerityError> for Errno {
 /// Default bound on cached tree-block bytes.
 const DEFAULT_CACHE_BYTES: usize = 8 << 20;
 
-/// Verified tree blocks, least recently used evicted first.
+/// Verified tree blocks, evicted by the CLOCK rule (a block used since the
+/// hand last passed gets a second chance). Unlike an exact LRU it needs no
+/// scan to evict, and the upper levels, which every read passes through,
+/// stay in.
 struct TreeCache {
-    blocks: HashMap<u64, (Arc<[u8]>, u64)>,
-    tick: u64,
+    /// Tree-file offset of a block to its slot.
+    index: HashMap<u64, usize>,
+    slots: Vec<Slot>,
+    hand: usize,
     capacity: usize,
 }
 
+struct Slot {
+    key: u64,
+    block: Arc<[u8]>,
+    used: bool,
+}
+
 impl TreeCache {
+    fn new(capacity: usize) -> TreeCache {
+        TreeCache {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            hand: 0,
+            capacity,
+        }
+    }
+
     fn get(&mut self, key: u64) -> Option<Arc<[u8]>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.blocks.get_mut(&key).map(|(b, used)| {
-            *used = tick;
-            b.clone()
-        })
+        let slot = self.slots.get_mut(*self.index.get(&key)?)?;
+        slot.used = true;
+        Some(slot.block.clone())
     }
 
     fn insert(&mut self, key: u64, block: Arc<[u8]>) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.index.contains_key(&key) {
             return;
         }
-        if self.blocks.len() >= self.capacity && !self.blocks.contains_key(&key) {
-            // A scan per insertion of a new block is cheap next to hashing
-            // the block that was just read.
-            if let Some(&old) = self
-                .blocks
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k)
-            {
-                self.blocks.remove(&old);
+        if self.slots.len() < self.capacity {
+            self.index.insert(key, self.slots.len());
+            self.slots.push(Slot {
+                key,
+                block,
+                used: false,
+            });
+            return;
+        }
+        // At most two turns of the hand: the first clears every mark.
+        loop {
+            let at = self.hand % self.slots.len();
+            self.hand = at + 1;
+            let slot = &mut self.slots[at];
+            if slot.used {
+                slot.used = false;
+                continue;
+            }
+            self.index.remove(&slot.key);
+            *slot = Slot {
+                key,
+                block,
+                used: false,
+            };
+            self.index.insert(key, at);
+            return;
+        }
+    }
+
+    fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        if self.slots.len() > capacity {
+            self.slots.truncate(capacity);
+            self.index.clear();
+            for (i, s) in self.slots.iter().enumerate() {
+                self.index.insert(s.key, i);
             }
         }
-        self.tick += 1;
-        self.blocks.insert(key, (block, self.tick));
     }
 }
 
@@ -132,11 +173,7 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
             desc,
             data,
             tree,
-            cache: Mutex::new(TreeCache {
-                blocks: HashMap::new(),
-                tick: 0,
-                capacity,
-            }),
+            cache: Mutex::new(TreeCache::new(capacity)),
         }
     }
 
@@ -164,7 +201,7 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
 
     /// Bounds the tree-block cache to `blocks` blocks (0 disables it).
     pub fn with_cache_blocks(self, blocks: usize) -> Verifier<D, T> {
-        self.cache.lock().capacity = blocks;
+        self.cache.lock().set_capacity(blocks);
         self
     }
 
@@ -388,5 +425,41 @@ impl<D: ReadAt, T: ReadAt> Verifier<D, T> {
             level: level as u32,
             index,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(n: u8) -> Arc<[u8]> {
+        vec![n; 4].into()
+    }
+
+    #[test]
+    fn clock_cache_keeps_its_bound_and_its_hot_blocks() {
+        let mut c = TreeCache::new(3);
+        for k in 0..3 {
+            c.insert(k, block(k as u8));
+        }
+        // Block 0 is in use (like a top-level block); 1 and 2 are not.
+        assert!(c.get(0).is_some());
+        c.insert(10, block(10));
+        assert_eq!(c.slots.len(), 3);
+        assert!(c.get(0).is_some(), "a used block gets a second chance");
+        assert!(c.get(1).is_none(), "the first unused block goes");
+        for k in 20..100 {
+            assert!(c.get(0).is_some());
+            c.insert(k, block(k as u8));
+            assert_eq!(c.slots.len(), 3);
+            assert_eq!(c.index.len(), 3);
+            assert_eq!(c.get(k).as_deref(), Some(&[k as u8; 4][..]));
+        }
+        assert!(c.get(0).is_some());
+        c.set_capacity(1);
+        assert_eq!((c.slots.len(), c.index.len()), (1, 1));
+        c.set_capacity(0);
+        c.insert(5, block(5));
+        assert!(c.get(5).is_none());
     }
 }
