@@ -1,14 +1,32 @@
 //! A multiplexed 9P2000.L client: many requests from many threads in flight
-//! on one connection, one reader thread handing replies to their callers.
+//! on one connection, one reader at a time handing replies to their callers.
 //!
 //! # How a request travels
 //!
 //! A caller takes a free tag, encodes its T-message, writes the frame under
-//! the writer lock (held for that one write only) and sleeps on the tag's
-//! condition variable. The reader thread reads whole frames, checks the size
-//! against msize, and parks each frame in its tag's entry; the caller wakes,
-//! decodes its own frame (so decoding runs in parallel on the callers'
-//! threads) and checks that the reply is the type it asked for.
+//! the writer lock (held for that one write only) and waits for the reply.
+//! Replies are read by whoever holds the connection's read half: a value
+//! kept in the shared state and *taken out* by its reader, so exactly one
+//! thread reads at a time and no lock is held while it does.
+//!
+//! * A caller whose reply has not come, finding the read half free, takes it
+//!   and reads for everyone (leader/follower): each frame goes to its tag's
+//!   entry and wakes that caller; it stops when its own reply is in, puts
+//!   the read half back and wakes one caller that was waiting for it. With
+//!   one or a few requests in flight this needs no thread hand-off at all,
+//!   which on a small machine is most of the cost of a round trip.
+//! * The reader thread takes the read half when no caller has waited for
+//!   [`RX_GRACE`] (or when the read half has lain unused for [`RX_TICK`]
+//!   while callers wait, a safety net), so that a closed connection or a
+//!   late reply is noticed while the client is idle; it hands the read half
+//!   over as soon as a caller waits.
+//! * Reads time out every [`RX_TICK`] (the socket's read timeout), so a
+//!   reading caller also keeps its own deadline, and a frame cut by a
+//!   timeout is finished by the next reader. Transports without read
+//!   timeouts (pipes) are read by the reader thread alone.
+//!
+//! Each caller decodes its own frame (decoding runs on the callers' threads)
+//! and checks that the reply is the type it asked for.
 //!
 //! A reply that breaks the protocol fails only the request whose tag it
 //! carries, with `EIO`: oversize frames are skipped without being buffered,
@@ -24,9 +42,10 @@
 //! # Locking
 //!
 //! Three locks, never nested except as written: `state` (tags, waiters,
-//! connection status), `writer` (the socket's write half; taken with no other
-//! lock held, for one frame), `fids` (the fid allocator; leaf). The small
-//! buffer `pool` is a leaf too. No lock is held while waiting for a reply.
+//! the read half when free, connection status), `writer` (the socket's
+//! write half; taken with no other lock held, for one frame), `fids` (the
+//! fid allocator; leaf). The buffer `pool` is a leaf too. No lock is held
+//! while a thread reads the socket or waits for a reply.
 
 use std::collections::HashSet;
 use std::io::{self, IoSlice, Read, Write};
@@ -207,9 +226,29 @@ struct State {
     dead: bool,
     /// Fids whose server state is unknown after an abandoned request.
     to_clunk: Vec<u32>,
+    /// The read half, when nobody is reading it: whoever takes it is the
+    /// one reader until it puts it back.
+    rx: Option<FrameReader>,
+    /// Callers parked until the read half comes back (their tags).
+    wanting: Vec<u16>,
+    /// Callers inside a wait for their reply.
+    callers: usize,
+    /// When `callers` last dropped to zero.
+    idle_since: Instant,
+    /// When `rx` was last put back.
+    rx_since: Instant,
 }
 
 impl State {
+    fn entry_ready(&self, tag: u16) -> bool {
+        let e = if tag == NOTAG {
+            Some(&self.notag)
+        } else {
+            self.tags.get(tag as usize)
+        };
+        e.is_some_and(|e| matches!(e.state, TagState::Ready(_)))
+    }
+
     fn entry(&mut self, tag: u16) -> Option<&mut TagEntry> {
         if tag == NOTAG {
             Some(&mut self.notag)
@@ -257,6 +296,11 @@ struct Shared {
     has_to_clunk: AtomicBool,
     no_renameat: AtomicBool,
     no_unlinkat: AtomicBool,
+    /// Wakes the reader thread when the read half is free.
+    reader_cv: Condvar,
+    /// Whether callers may read the socket themselves (the transport has
+    /// read timeouts, so that a caller's read is bounded).
+    callers_read: bool,
 }
 
 /// A 9P2000.L client on one connection. `Send + Sync`: share it with `Arc`.
@@ -329,6 +373,7 @@ impl Shared {
             }
         }
         self.tag_free.notify_all();
+        self.reader_cv.notify_all();
         (self.closer)();
     }
 
@@ -440,6 +485,21 @@ impl Shared {
     /// and how much of it an Rread filled.
     fn wait_reply_lent(&self, t: Ticket) -> (Result<Vec<u8>>, Option<Vec<u8>>, Option<usize>) {
         let mut st = self.state.lock();
+        st.callers += 1;
+        let r = self.wait_locked(&t, &mut st);
+        st.callers -= 1;
+        st.wanting.retain(|&w| w != t.tag);
+        if st.callers == 0 {
+            st.idle_since = Instant::now();
+        }
+        r
+    }
+
+    fn wait_locked(
+        &self,
+        t: &Ticket,
+        st: &mut MutexGuard<'_, State>,
+    ) -> (Result<Vec<u8>>, Option<Vec<u8>>, Option<usize>) {
         loop {
             let dead = st.dead;
             let Some(e) = st.entry(t.tag) else {
@@ -451,7 +511,6 @@ impl Shared {
                 };
                 let (lend, count) = (e.lend.take(), e.lent_count.take());
                 st.release(t.tag);
-                drop(st);
                 self.tag_free.notify_one();
                 return (r, lend, count);
             }
@@ -460,18 +519,102 @@ impl Shared {
                 st.release(t.tag);
                 return (Err(Errno::EIO), lend, None);
             }
-            if wait(&t.cv, &mut st, t.deadline) {
+            if self.callers_read && !dead {
+                if let Some(mut rx) = st.rx.take() {
+                    // Nobody is reading: read for everyone until our reply is in.
+                    let ok = MutexGuard::unlocked(st, || self.lead(&mut rx, t.tag, t.deadline));
+                    if ok {
+                        st.rx = Some(rx);
+                        st.rx_since = Instant::now();
+                        self.pass_reader(st);
+                    }
+                    if t.deadline.is_none_or(|d| Instant::now() < d) || !ok {
+                        continue;
+                    }
+                }
+            }
+            if self.callers_read && !st.wanting.contains(&t.tag) {
+                st.wanting.push(t.tag);
+            }
+            if wait(&t.cv, st, t.deadline) {
                 // Still waiting after the deadline: give the tag up.
                 if let Some(e) = st.entry(t.tag) {
                     if matches!(e.state, TagState::Waiting) {
                         e.state = TagState::Abandoned { fid: t.fid };
-                        drop(st);
-                        if t.tag != NOTAG {
-                            self.flush(t.tag, t.gen);
-                        }
+                        let (tag, gen) = (t.tag, t.gen);
+                        MutexGuard::unlocked(st, || {
+                            if tag != NOTAG {
+                                self.flush(tag, gen);
+                            }
+                        });
                         return (Err(Errno::ETIMEDOUT), None, None);
                     }
                 }
+            }
+        }
+    }
+
+    /// Reads and delivers frames until `tag` has its reply, or a read times
+    /// out after `deadline`. Returns false if the connection died (the read
+    /// half is then dropped).
+    fn lead(&self, rx: &mut FrameReader, tag: u16, deadline: Option<Instant>) -> bool {
+        loop {
+            match rx.next(self.msize.load(Ordering::Relaxed), self) {
+                Ok(frame) => {
+                    if self.deliver_frame(frame) == Some(tag) {
+                        return true;
+                    }
+                }
+                Err(e) if is_tick(&e) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return true;
+                    }
+                    let st = self.state.lock();
+                    if st.dead || st.entry_ready(tag) {
+                        return !st.dead;
+                    }
+                }
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        log::warn!("9p: connection lost: {e}");
+                    }
+                    self.fail_all();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The read half is back: wake a caller that wants it. The reader thread
+    /// is not woken: it polls every [`RX_GRACE`], which costs less than a
+    /// wake-up per request.
+    fn pass_reader(&self, st: &mut State) {
+        while let Some(w) = st.wanting.pop() {
+            if let Some(e) = st.entry(w) {
+                if matches!(e.state, TagState::Waiting) {
+                    e.cv.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands a frame from the reader to its tag; returns that tag.
+    fn deliver_frame(&self, frame: Frame) -> Option<u16> {
+        match frame {
+            Frame::Whole(f) => {
+                let tag = peek_header(&f).map(|h| h.2).unwrap_or(NOTAG);
+                self.deliver(tag, Ok(f));
+                Some(tag)
+            }
+            Frame::Oversize(tag) => {
+                log::warn!("9p: oversize reply for tag {tag}");
+                self.deliver(tag, Err(Errno::EIO));
+                Some(tag)
+            }
+            Frame::Lent(tag, lend, count) => {
+                self.deliver_lent(tag, lend, count);
+                Some(tag)
             }
         }
     }
@@ -644,13 +787,33 @@ fn write_all2(w: &mut dyn Write, head: &[u8], tail: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Buffered frame reader for the reader thread: small frames come many to a
-/// `read`, large ones go straight into their own buffer.
+/// Buffered frame reader: small frames come many to a `read`, large ones go
+/// straight into their own buffer.
+///
+/// Reads may time out (the transport's read timeout lets a caller that
+/// reads for everyone stop in time); a frame cut by a timeout is kept in
+/// `partial` and finished by the next call, whoever makes it.
 struct FrameReader {
     src: Box<dyn Read + Send>,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    partial: Option<Partial>,
+}
+
+/// A frame being received.
+enum Partial {
+    /// Into a frame buffer of the final size, `filled` bytes so far.
+    Whole { frame: Vec<u8>, filled: usize },
+    /// Rread data into a lent buffer.
+    Lent {
+        tag: u16,
+        buf: Vec<u8>,
+        count: usize,
+        filled: usize,
+    },
+    /// Over msize: `left` bytes still to discard.
+    Skip { tag: u16, left: usize },
 }
 
 enum Frame {
@@ -663,7 +826,16 @@ enum Frame {
     Lent(u16, Vec<u8>, usize),
 }
 
+/// Whether an I/O error is a read timeout rather than a failure.
+fn is_tick(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 impl FrameReader {
+    /// Makes at least `want` bytes available in `buf[start..end]`.
     fn fill(&mut self, want: usize) -> io::Result<()> {
         if self.end - self.start >= want {
             return Ok(());
@@ -683,7 +855,71 @@ impl FrameReader {
         Ok(())
     }
 
+    /// Copies buffered bytes into `dst`, then reads the rest from the
+    /// source; `filled` tracks progress across timeouts.
+    fn receive(&mut self, dst: &mut [u8], filled: &mut usize) -> io::Result<()> {
+        let have = (self.end - self.start).min(dst.len() - *filled);
+        dst[*filled..*filled + have].copy_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        *filled += have;
+        while *filled < dst.len() {
+            let n = self.src.read(&mut dst[*filled..])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            *filled += n;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, p: Partial) -> io::Result<Frame> {
+        match p {
+            Partial::Whole {
+                mut frame,
+                mut filled,
+            } => match self.receive(&mut frame, &mut filled) {
+                Ok(()) => Ok(Frame::Whole(frame)),
+                Err(e) => {
+                    self.partial = Some(Partial::Whole { frame, filled });
+                    Err(e)
+                }
+            },
+            Partial::Lent {
+                tag,
+                mut buf,
+                count,
+                mut filled,
+            } => match self.receive(&mut buf[..count], &mut filled) {
+                Ok(()) => Ok(Frame::Lent(tag, buf, count)),
+                Err(e) => {
+                    self.partial = Some(Partial::Lent {
+                        tag,
+                        buf,
+                        count,
+                        filled,
+                    });
+                    Err(e)
+                }
+            },
+            Partial::Skip { tag, mut left } => {
+                while left > 0 {
+                    if let Err(e) = self.fill(1) {
+                        self.partial = Some(Partial::Skip { tag, left });
+                        return Err(e);
+                    }
+                    let n = left.min(self.end - self.start);
+                    self.start += n;
+                    left -= n;
+                }
+                Ok(Frame::Oversize(tag))
+            }
+        }
+    }
+
     fn next(&mut self, msize: u32, shared: &Shared) -> io::Result<Frame> {
+        if let Some(p) = self.partial.take() {
+            return self.resume(p);
+        }
         self.fill(HEADER_SIZE)?;
         let (size, ty, tag) =
             peek_header(&self.buf[self.start..self.end]).ok_or(io::ErrorKind::InvalidData)?;
@@ -693,62 +929,96 @@ impl FrameReader {
         }
         if size > msize as usize {
             // Skip it without buffering: a lying size cannot make us allocate.
-            let mut left = size;
-            while left > 0 {
-                self.fill(1)?;
-                let n = left.min(self.end - self.start);
-                self.start += n;
-                left -= n;
-            }
-            return Ok(Frame::Oversize(tag));
+            return self.resume(Partial::Skip { tag, left: size });
         }
         if ty == wire::msgtype::RREAD && size > LEND_MIN {
             self.fill(HEADER_SIZE + 4)?;
             let c = &self.buf[self.start + HEADER_SIZE..self.start + HEADER_SIZE + 4];
             let count = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
             if count + HEADER_SIZE + 4 == size {
-                if let Some(mut lend) = shared.take_lend(tag, count) {
+                if let Some(buf) = shared.take_lend(tag, count) {
                     self.start += HEADER_SIZE + 4;
-                    let have = (self.end - self.start).min(count);
-                    lend[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
-                    self.start += have;
-                    if have < count {
-                        self.src.read_exact(&mut lend[have..count])?;
-                    }
-                    return Ok(Frame::Lent(tag, lend, count));
+                    return self.resume(Partial::Lent {
+                        tag,
+                        buf,
+                        count,
+                        filled: 0,
+                    });
                 }
             }
         }
         let mut frame = shared.buffer_for(size);
-        let have = (self.end - self.start).min(size);
-        frame.extend_from_slice(&self.buf[self.start..self.start + have]);
-        self.start += have;
-        if have < size {
-            frame.resize(size, 0);
-            self.src.read_exact(&mut frame[have..])?;
-        }
-        Ok(Frame::Whole(frame))
+        frame.resize(size, 0);
+        self.resume(Partial::Whole { frame, filled: 0 })
     }
 }
 
-fn reader_loop(shared: Arc<Shared>, mut fr: FrameReader, done: mpsc::Sender<()>) {
-    loop {
-        let msize = shared.msize.load(Ordering::Relaxed);
-        match fr.next(msize, &shared) {
-            Ok(Frame::Whole(f)) => {
-                let tag = peek_header(&f).map(|h| h.2).unwrap_or(NOTAG);
-                shared.deliver(tag, Ok(f));
-            }
-            Ok(Frame::Oversize(tag)) => {
-                log::warn!("9p: oversize reply for tag {tag}");
-                shared.deliver(tag, Err(Errno::EIO));
-            }
-            Ok(Frame::Lent(tag, lend, count)) => shared.deliver_lent(tag, lend, count),
-            Err(e) => {
-                if e.kind() != io::ErrorKind::UnexpectedEof {
-                    log::warn!("9p: connection lost: {e}");
+/// How long one read of the socket may block, so that whoever reads
+/// (a caller or the reader thread) can look up and hand over in time.
+pub const RX_TICK: Duration = Duration::from_millis(20);
+/// How long the connection must be idle (no caller waiting) before the
+/// reader thread takes the read half; until then a caller that comes back
+/// quickly reads its reply itself, with no thread hand-off.
+pub const RX_GRACE: Duration = Duration::from_millis(2);
+
+/// The reader thread: reads when no caller does, so that connection loss is
+/// noticed and stray frames are drained; with a transport without read
+/// timeouts it is the only reader.
+fn reader_loop(shared: Arc<Shared>, done: mpsc::Sender<()>) {
+    'outer: loop {
+        let mut rx = {
+            let mut st = shared.state.lock();
+            loop {
+                if st.dead {
+                    break 'outer;
                 }
-                break;
+                if st.rx.is_some() {
+                    let idle = st.callers == 0 && st.wanting.is_empty();
+                    let waited = st.idle_since.elapsed();
+                    // The last clause is a safety net: a read half left
+                    // unused while callers wait is taken up again.
+                    if !shared.callers_read
+                        || (idle && waited >= RX_GRACE)
+                        || st.rx_since.elapsed() >= RX_TICK
+                    {
+                        if let Some(rx) = st.rx.take() {
+                            break rx;
+                        }
+                    }
+                    let left = RX_GRACE
+                        .saturating_sub(waited)
+                        .max(Duration::from_micros(100));
+                    shared.reader_cv.wait_for(&mut st, left);
+                } else {
+                    shared.reader_cv.wait_for(&mut st, RX_GRACE);
+                }
+            }
+        };
+        loop {
+            match rx.next(shared.msize.load(Ordering::Relaxed), &shared) {
+                Ok(frame) => {
+                    shared.deliver_frame(frame);
+                }
+                Err(e) if is_tick(&e) => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        log::warn!("9p: connection lost: {e}");
+                    }
+                    break 'outer;
+                }
+            }
+            if shared.callers_read {
+                let mut st = shared.state.lock();
+                if st.dead {
+                    break 'outer;
+                }
+                if st.callers > 0 {
+                    // Hand over to the callers, who read for themselves.
+                    st.rx = Some(rx);
+                    st.rx_since = Instant::now();
+                    shared.pass_reader(&mut st);
+                    continue 'outer;
+                }
             }
         }
     }
@@ -801,7 +1071,9 @@ impl Client {
             reader,
             writer,
             closer,
+            read_timeout,
         } = transport;
+        let callers_read = read_timeout.is_some_and(|set| set(Some(RX_TICK)).is_ok());
         let msize = opts.msize.max(MIN_MSIZE);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -810,6 +1082,17 @@ impl Client {
                 notag: TagEntry::new(),
                 dead: false,
                 to_clunk: Vec::new(),
+                rx: Some(FrameReader {
+                    src: reader,
+                    buf: vec![0u8; 64 * 1024].into_boxed_slice(),
+                    start: 0,
+                    end: 0,
+                    partial: None,
+                }),
+                wanting: Vec::new(),
+                callers: 0,
+                idle_since: Instant::now(),
+                rx_since: Instant::now(),
             }),
             tag_free: Condvar::new(),
             writer: Mutex::new(Some(writer)),
@@ -825,18 +1108,14 @@ impl Client {
             has_to_clunk: AtomicBool::new(false),
             no_renameat: AtomicBool::new(false),
             no_unlinkat: AtomicBool::new(false),
+            reader_cv: Condvar::new(),
+            callers_read,
         });
         let (tx, rx) = mpsc::channel();
-        let fr = FrameReader {
-            src: reader,
-            buf: vec![0u8; 64 * 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        };
         let s2 = shared.clone();
         thread::Builder::new()
             .name("9p-reader".into())
-            .spawn(move || reader_loop(s2, fr, tx))
+            .spawn(move || reader_loop(s2, tx))
             .map_err(|_| Errno::EAGAIN)?;
         let client = Client {
             shared,

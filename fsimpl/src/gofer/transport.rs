@@ -21,7 +21,16 @@ pub struct Transport {
     pub(crate) reader: Box<dyn Read + Send>,
     pub(crate) writer: Box<dyn Write + Send>,
     pub(crate) closer: Box<dyn Fn() + Send + Sync>,
+    /// Sets a timeout on reads of `reader`, where the stream supports it
+    /// (sockets). With it, a caller waiting for its reply may read the
+    /// socket itself for a bounded time; without it only the reader thread
+    /// reads.
+    pub(crate) read_timeout: Option<ReadTimeout>,
 }
+
+/// Sets the read timeout of a transport's read half.
+pub(crate) type ReadTimeout =
+    Box<dyn Fn(Option<std::time::Duration>) -> io::Result<()> + Send + Sync>;
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,12 +43,14 @@ impl Transport {
     pub fn from_unix_stream(stream: UnixStream) -> io::Result<Transport> {
         let reader = stream.try_clone()?;
         let closer = stream.try_clone()?;
+        let timer = stream.try_clone()?;
         Ok(Transport {
             reader: Box::new(reader),
             writer: Box::new(stream),
             closer: Box::new(move || {
                 let _ = closer.shutdown(Shutdown::Both);
             }),
+            read_timeout: Some(Box::new(move |d| timer.set_read_timeout(d))),
         })
     }
 
@@ -55,12 +66,14 @@ impl Transport {
         stream.set_nodelay(true)?;
         let reader = stream.try_clone()?;
         let closer = stream.try_clone()?;
+        let timer = stream.try_clone()?;
         Ok(Transport {
             reader: Box::new(reader),
             writer: Box::new(stream),
             closer: Box::new(move || {
                 let _ = closer.shutdown(Shutdown::Both);
             }),
+            read_timeout: Some(Box::new(move |d| timer.set_read_timeout(d))),
         })
     }
 
@@ -78,6 +91,7 @@ impl Transport {
                 reader: Box::new(r),
                 writer: Box::new(w),
                 closer: Box::new(|| {}),
+                read_timeout: None,
             })
         }
     }
@@ -99,6 +113,7 @@ impl Transport {
                     let _ = s.shutdown(Shutdown::Both);
                 }
             }),
+            read_timeout: None,
         })
     }
 
@@ -135,6 +150,7 @@ impl Transport {
             reader,
             writer,
             closer,
+            read_timeout: None,
         }
     }
 }
