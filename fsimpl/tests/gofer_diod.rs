@@ -385,3 +385,52 @@ fn attach_outside_the_export_is_refused() {
     c.close();
     assert!(d.wait_exit());
 }
+
+#[test]
+fn pipe_pair_transport() {
+    // rfdno != wfdno: diod reads requests from a pipe and writes replies to
+    // another. Pipes have no read timeout, so only the reader thread reads.
+    let Some(bin) = diod_binary() else {
+        return;
+    };
+    let (dir, export) = Diod::scratch();
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -S -c 0; exec {bin} -f -n -N -r 0 -w 1 -e {} -L {}/diod.log",
+            export.display(),
+            dir.display()
+        ))
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let to_server = std::os::fd::OwnedFd::from(child.stdin.take().unwrap());
+    let from_server = std::os::fd::OwnedFd::from(child.stdout.take().unwrap());
+    let mut d = Diod { child, dir, export };
+    let t = Transport::from_fd_pair(from_server, to_server).unwrap();
+    let c = Arc::new(Client::connect(t, ClientOptions::default()).unwrap());
+    let (root, _) = c.attach(b"root", &d.aname(), 0).unwrap();
+    let root = Arc::new(root);
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, root) = (c.clone(), root.clone());
+            thread::spawn(move || {
+                for _ in 0..50 {
+                    let (f, _) = c.walk(&root, &[b"hello.txt"]).unwrap();
+                    assert_eq!(c.getattr(&f, getattr::SIZE).unwrap().size, 16);
+                    c.clunk(f).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    c.close();
+    assert_eq!(c.live_fids(), 0);
+    assert!(d.wait_exit(), "diod exits once its input pipe closes");
+    assert!(d.core_files().is_empty());
+}

@@ -487,3 +487,40 @@ fn lent_reads_survive_lying_counts() {
     assert!(buf.iter().all(|&b| b == 9));
     assert!(c.is_connected());
 }
+
+#[test]
+fn frames_split_across_read_timeouts_are_resumed() {
+    // Replies arrive in pieces with pauses longer than the client's read
+    // tick, so whoever reads times out mid-frame and must resume it.
+    let (c, root, _) = start(
+        Box::new(|r, out| {
+            let f = match r.ty {
+                wire::msgtype::TGETATTR => attr_reply(r.tag),
+                wire::msgtype::TREAD => frame(
+                    r.tag,
+                    &Msg::Rread {
+                        data: &[4u8; 20_000],
+                    },
+                ),
+                _ => {
+                    normal(r, out);
+                    return true;
+                }
+            };
+            let cut = (f.len() * 3 / 4).max(9);
+            for piece in [&f[..3], &f[3..9], &f[9..cut], &f[cut..]] {
+                let _ = out.write_all(piece);
+                thread::sleep(Duration::from_millis(45));
+            }
+            true
+        }),
+        5000,
+    );
+    assert_eq!(c.getattr(&root, getattr::BASIC).unwrap().size, 42);
+    let mut buf = vec![0u8; 20_000];
+    assert_eq!(c.read_vec(&root, 0, &mut buf).unwrap(), 20_000);
+    assert!(buf.iter().all(|&b| b == 4));
+    let mut small = [0u8; 20_000];
+    assert_eq!(c.read(&root, 0, &mut small).unwrap(), 20_000);
+    assert!(c.is_connected());
+}
