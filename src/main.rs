@@ -27,9 +27,19 @@ const COMMANDS: &[Command] = &[
         run: cmd_run,
     },
     Command {
+        name: "fuzz",
+        summary: "random ops scripts on both backends; minimised differences",
+        run: tessera::fuzz::command,
+    },
+    Command {
         name: "diff",
         summary: "run ops scripts on both backends and print where they differ",
         run: cmd_diff,
+    },
+    Command {
+        name: "verity",
+        summary: "fs-verity digests; sign and check directory trees",
+        run: tessera::verity_cmd::run,
     },
 ];
 
