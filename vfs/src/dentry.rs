@@ -172,11 +172,18 @@ impl Dentry {
     /// Whether the dentry was unlinked or removed.
     #[inline]
     pub fn is_dead(&self) -> bool {
-        self.state.load(Ordering::Acquire) & DEAD != 0
+        self.state.load(Ordering::SeqCst) & DEAD != 0
     }
 
+    // SeqCst: removal marks the dentry dead and then looks for mounts, while
+    // attaching a mount counts it and then looks for death; with a single
+    // total order one of the two always sees the other.
     pub(crate) fn set_dead(&self) {
-        self.state.fetch_or(DEAD, Ordering::AcqRel);
+        self.state.fetch_or(DEAD, Ordering::SeqCst);
+    }
+
+    pub(crate) fn clear_dead(&self) {
+        self.state.fetch_and(!DEAD, Ordering::SeqCst);
     }
 
     /// Whether an unlinked file may be linked again (`O_TMPFILE` without `O_EXCL`).
@@ -191,7 +198,7 @@ impl Dentry {
     /// Whether something is mounted here.
     #[inline]
     pub fn is_mountpoint(&self) -> bool {
-        self.mounts.load(Ordering::Acquire) != 0
+        self.mounts.load(Ordering::SeqCst) != 0
     }
 
     pub(crate) fn dir(&self) -> Result<&DirState> {

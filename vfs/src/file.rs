@@ -276,21 +276,14 @@ impl OpenFile {
                 out.push((b"..".to_vec(), DirentType::Dir));
                 *pos = 2;
             }
-            loop {
-                let batch = if *pos >= DIR_OFFSET_EOD {
-                    Vec::new()
-                } else {
-                    d.children_from(*pos, 256)
-                };
-                if batch.is_empty() {
-                    *pos = DIR_OFFSET_EOD;
-                    break;
-                }
-                for (name, ft, _ino, next) in batch {
+            // One snapshot under one lock, so a concurrent rename cannot
+            // show an entry twice in a single call.
+            if *pos < DIR_OFFSET_EOD {
+                for (name, ft, _ino, _next) in d.children_from(*pos, usize::MAX) {
                     out.push((name.to_vec(), ft.dirent_type()));
-                    *pos = next;
                 }
             }
+            *pos = DIR_OFFSET_EOD;
             return Ok(out);
         }
         let ops = self.ops()?;

@@ -48,6 +48,7 @@ pub mod device;
 pub mod file;
 pub mod fstype;
 pub mod inode;
+pub mod invariants;
 pub mod mount;
 pub mod pathops;
 pub mod perm;

@@ -96,6 +96,22 @@ fn may_delete(
     Ok(())
 }
 
+/// Marks `victim` dead unless something is mounted on it (`EBUSY`); see
+/// `Dentry::set_dead` for why this cannot miss a concurrent mount.
+fn claim_victim(victim: &Dentry) -> Result<()> {
+    victim.set_dead();
+    if victim.is_mountpoint() {
+        victim.clear_dead();
+        return Err(Errno::EBUSY);
+    }
+    Ok(())
+}
+
+/// Runs a removal for a claimed victim, reviving it if the removal fails.
+fn remove_claimed(victim: &Dentry, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    f().inspect_err(|_| victim.clear_dead())
+}
+
 /// `may_create`: permission to add a name to `dir`.
 fn may_create(cred: &Credentials, dir: &Arc<Dentry>) -> Result<()> {
     if dir.is_dead() {
@@ -124,7 +140,17 @@ fn lock_two<'a>(
     if Arc::ptr_eq(a, b) {
         return Ok((da.op.lock(), None));
     }
-    if Arc::as_ptr(a) < Arc::as_ptr(b) {
+    // An ancestor before its descendant (as `lock_rename`), since removals
+    // lock a parent and then the child; unrelated directories by address.
+    // The caller holds the filesystem's rename lock, so ancestry is stable.
+    let a_first = if b.is_descendant_of(a) {
+        true
+    } else if a.is_descendant_of(b) {
+        false
+    } else {
+        Arc::as_ptr(a) < Arc::as_ptr(b)
+    };
+    if a_first {
         let ga = da.op.lock();
         Ok((ga, Some(db.op.lock())))
     } else {
@@ -431,20 +457,24 @@ impl Vfs {
             });
         }
         may_delete(ctx.cred, &parent.dentry, &child, is_dir)?;
-        if child.is_mountpoint() {
-            return Err(Errno::EBUSY);
-        }
         let c = Ctx { cred: ctx.cred };
         if is_dir {
-            if !is_empty_dir(ctx.cred, &child)? {
-                return Err(Errno::ENOTEMPTY);
-            }
-            parent.dentry.inode().rmdir(&c, &name, child.inode())?;
+            // Hold the victim's own lock so nothing is created in it meanwhile.
+            let _victim_op = child.dir()?.op.lock();
+            claim_victim(&child)?;
+            remove_claimed(&child, || {
+                if !is_empty_dir(ctx.cred, &child)? {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                parent.dentry.inode().rmdir(&c, &name, child.inode())
+            })?;
         } else {
-            parent.dentry.inode().unlink(&c, &name, child.inode())?;
+            claim_victim(&child)?;
+            remove_claimed(&child, || {
+                parent.dentry.inode().unlink(&c, &name, child.inode())
+            })?;
         }
         parent.dentry.remove_child(&name);
-        child.set_dead();
         Ok(())
     }
 
@@ -549,13 +579,20 @@ impl Vfs {
         if src.is_mountpoint() || dst.as_ref().is_some_and(|d| d.is_mountpoint()) {
             return Err(Errno::EBUSY);
         }
-        if let Some(d) = &dst {
-            if !exchange && d.is_dir() && !is_empty_dir(ctx.cred, d)? {
+        // A replaced directory is locked, checked empty and claimed like an rmdir victim.
+        let replaced = dst.as_ref().filter(|_| !exchange);
+        let _victim_op = match replaced.filter(|d| d.is_dir()) {
+            Some(d) => Some(d.dir()?.op.lock()),
+            None => None,
+        };
+        if let Some(d) = replaced {
+            if d.is_dir() && !is_empty_dir(ctx.cred, d)? {
                 return Err(Errno::ENOTEMPTY);
             }
+            claim_victim(d)?;
         }
         let c = Ctx { cred: ctx.cred };
-        old_dir.dentry.inode().rename(
+        let renamed = old_dir.dentry.inode().rename(
             &c,
             &oname,
             src.inode(),
@@ -563,7 +600,13 @@ impl Vfs {
             &nname,
             dst.as_ref().map(|d| d.inode()),
             flags,
-        )?;
+        );
+        if let Err(e) = renamed {
+            if let Some(d) = replaced {
+                d.clear_dead();
+            }
+            return Err(e);
+        }
         // The filesystem has moved the names; now move the dentries.
         old_dir.dentry.remove_child(&oname);
         let new_ds = new_dir.dentry.dir()?;
@@ -572,8 +615,6 @@ impl Vfs {
             if exchange {
                 d.link.write().parent = Some(old_dir.dentry.clone());
                 crate::dentry::attach(old_dir.dentry.dir()?, d, &oname);
-            } else {
-                d.set_dead();
             }
         }
         src.link.write().parent = Some(new_dir.dentry.clone());

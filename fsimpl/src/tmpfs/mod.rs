@@ -181,7 +181,7 @@ impl TmpfsFs {
         }
         self.used_pages
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u + n <= max).then_some(u + n)
+                u.checked_add(n).filter(|&v| v <= max)
             })
             .is_ok()
     }
@@ -198,7 +198,11 @@ impl TmpfsFs {
         }
         self.used_inodes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < max).then_some(u + 1)
+                if u < max {
+                    Some(u + 1)
+                } else {
+                    None
+                }
             })
             .map(|_| ())
             .map_err(|_| Errno::ENOSPC)
@@ -309,6 +313,9 @@ struct Meta {
     ctime: Timespec,
     /// Entries of a directory (for its size).
     entries: u32,
+    /// An `O_TMPFILE` inode that never had a name: linking it is allowed
+    /// with a link count of 0, and does not reserve another inode.
+    tmpfile: bool,
 }
 
 enum Data {
@@ -361,6 +368,7 @@ impl TmpInode {
                 mtime: now,
                 ctime: now,
                 entries: 0,
+                tmpfile: false,
             }),
             data,
             xattrs: Mutex::new(None),
@@ -390,6 +398,17 @@ impl TmpInode {
         let mut m = self.meta.write();
         m.ctime = now;
         m.nlink = m.nlink.saturating_add_signed(links);
+    }
+
+    /// Removes one name: the count and the inode reservation of an extra
+    /// name change together, under the attribute lock.
+    fn drop_link(&self, fs: &TmpfsFs) {
+        let mut m = self.meta.write();
+        if m.nlink > 1 {
+            fs.release_inode();
+        }
+        m.nlink = m.nlink.saturating_sub(1);
+        m.ctime = fs.now();
     }
 
     fn downcast(i: &Arc<dyn Inode>) -> Result<&TmpInode> {
@@ -517,25 +536,41 @@ impl Inode for TmpInode {
     fn tmpfile(&self, _ctx: &Ctx<'_>, new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
         let fs = self.fs()?;
         let inode = TmpInode::new(&fs, new)?;
-        inode.meta.write().nlink = 0;
+        {
+            let mut m = inode.meta.write();
+            m.nlink = 0;
+            m.tmpfile = true;
+        }
         Ok(inode)
     }
 
     fn link(&self, _ctx: &Ctx<'_>, _name: &[u8], target: &Arc<dyn Inode>) -> Result<()> {
         let t = Self::downcast(target)?;
-        // Every name costs an inode, as in Linux's tmpfs, so nr_inodes bounds dentries.
-        self.fs()?.reserve_inode()?;
-        t.touch_ctime(1);
+        let fs = self.fs()?;
+        {
+            // Count check and update in one critical section: a concurrent
+            // unlink of the last name must not be undone (Linux: ENOENT).
+            let mut m = t.meta.write();
+            if m.nlink == 0 && !m.tmpfile {
+                return Err(Errno::ENOENT);
+            }
+            // Every extra name costs an inode, as in Linux's tmpfs, so
+            // nr_inodes bounds dentries; the first name of a tmpfile is
+            // paid for already.
+            if m.nlink > 0 {
+                fs.reserve_inode()?;
+            }
+            m.nlink += 1;
+            m.tmpfile = false;
+            m.ctime = fs.now();
+        }
         self.dir_changed(1, 0);
         Ok(())
     }
 
     fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        if c.meta.read().nlink > 1 {
-            self.fs()?.release_inode();
-        }
-        c.touch_ctime(-1);
+        c.drop_link(&*self.fs()?);
         self.dir_changed(-1, 0);
         Ok(())
     }
@@ -588,10 +623,7 @@ impl Inode for TmpInode {
                 r.meta.write().nlink = 0;
                 nd.dir_changed(-1, -1);
             } else {
-                if r.meta.read().nlink > 1 {
-                    self.fs()?.release_inode();
-                }
-                r.touch_ctime(-1);
+                r.drop_link(&*self.fs()?);
                 nd.dir_changed(-1, 0);
             }
         }

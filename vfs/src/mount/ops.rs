@@ -123,10 +123,15 @@ impl Vfs {
         if list.len() >= ns.max_mounts {
             return Err(Errno::ENOSPC);
         }
+        // Count first, then look for death: see `Dentry::set_dead`.
+        mp.mounts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if mp.is_dead() {
+            mp.mounts.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(Errno::ENOENT);
+        }
         self.mount_table
             .write()
             .insert((parent.id(), Arc::as_ptr(mp) as usize), child.clone());
-        mp.mounts.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         {
             let mut l = child.link.write();
             l.parent = Some(parent.clone());
