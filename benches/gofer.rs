@@ -3,7 +3,12 @@
 //!
 //! (a) against the in-process memory server, next to the floor: a raw
 //! ping-pong of the same message sizes over the same kind of socketpair,
-//! served by a thread with the same I/O pattern, with no 9P at all;
+//! served by a thread with the same I/O pattern, with no 9P at all. The
+//! floor keeps its requests in flight from one thread; the client is
+//! measured both ways: 8 threads with one blocking request each
+//! (`getattr_8_in_flight`, which pays a thread wake-up per reply), and one
+//! thread keeping 8 requests pending with `getattr_start`
+//! (`getattr_8_pending_1_thread`, the same shape as the floor);
 //! (b) against diod on a socketpair (the gofer model), for the record,
 //! when `diod` is installed.
 //!
@@ -263,6 +268,9 @@ fn bench_client(c: &mut Criterion, group: &str, b: &mut Bench) {
     });
     g.bench_function("getattr_8_in_flight", |x| {
         x.iter_custom(|n| b.getattr(n, 8))
+    });
+    g.bench_function("getattr_8_pending_1_thread", |x| {
+        x.iter_custom(|n| b.getattr_pipelined(n, 8))
     });
     g.throughput(Throughput::Bytes(MIB as u64));
     g.bench_function("read_1MiB", |x| x.iter_custom(|n| b.read(n)));

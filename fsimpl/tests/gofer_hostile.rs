@@ -270,11 +270,11 @@ fn silent_server_times_out_flushes_and_the_fid_is_clunked_later() {
             normal(r, out);
             true
         }),
-        200,
+        1000,
     );
     let t0 = Instant::now();
     assert_eq!(c.walk(&root, &[b"slow"]).map(|_| ()), Err(Errno::ETIMEDOUT));
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(5));
     // The server saw the walk and then a Tflush for its tag.
     let seen: Vec<Req> = log.try_iter().collect();
     let walk = seen
@@ -283,7 +283,7 @@ fn silent_server_times_out_flushes_and_the_fid_is_clunked_later() {
         .find(|r| r.ty == wire::msgtype::TWALK)
         .unwrap()
         .clone();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut all = seen;
     while !all.iter().any(|r| r.ty == wire::msgtype::TFLUSH) && Instant::now() < deadline {
         all.extend(log.recv_timeout(Duration::from_millis(100)));
@@ -292,7 +292,7 @@ fn silent_server_times_out_flushes_and_the_fid_is_clunked_later() {
     // A later fid allocation or clunk clunks the fid the abandoned walk may
     // have made (once the client has seen the Rflush).
     let newfid = walk.newfid.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (f, _) = c.walk(&root, &[b"fast"]).unwrap();
         c.clunk(f).unwrap();
@@ -380,7 +380,7 @@ fn hostile_version_replies() {
             // Keep the socket open until the client gives up.
             let _ = b.read(&mut buf);
         });
-        let r = Client::connect(Transport::from_unix_stream(a).unwrap(), opts(500));
+        let r = Client::connect(Transport::from_unix_stream(a).unwrap(), opts(5000));
         if let Ok(c) = &r {
             c.close();
         }
