@@ -464,9 +464,10 @@ fn handle(
             }
             if attr.valid & setattr::SIZE != 0 {
                 match &mut n.kind {
-                    Kind::File(d) => {
-                        d.resize(usize::try_from(attr.size).map_err(|_| Errno::EFBIG)?, 0)
-                    }
+                    // Files are capped at 4 GiB so a client cannot make us
+                    // allocate without bound.
+                    Kind::File(d) if attr.size <= 1 << 32 => d.resize(attr.size as usize, 0),
+                    Kind::File(_) => return Err(Errno::EFBIG),
                     Kind::Dir(_) => return Err(Errno::EISDIR),
                     _ => return Err(Errno::EINVAL),
                 }
