@@ -124,15 +124,15 @@ impl OpenFile {
         if !self.readable {
             return Err(Errno::EBADF);
         }
-        if self.vd.dentry.is_dir() {
-            return Err(Errno::EISDIR);
-        }
         let ops = self.ops()?;
         if !ops.seekable() {
             return ops.read(0, buf);
         }
         let mut pos = self.pos.lock();
         verify_area(*pos, buf.len())?;
+        if self.vd.dentry.is_dir() {
+            return Err(Errno::EISDIR);
+        }
         let n = ops.read(*pos, buf)?;
         *pos += n as u64;
         Ok(n)
@@ -146,14 +146,14 @@ impl OpenFile {
         if off < 0 {
             return Err(Errno::EINVAL);
         }
-        if self.vd.dentry.is_dir() {
-            return Err(Errno::EISDIR);
-        }
         let ops = self.ops()?;
         if !ops.seekable() {
             return Err(Errno::ESPIPE);
         }
         verify_area(off as u64, buf.len())?;
+        if self.vd.dentry.is_dir() {
+            return Err(Errno::EISDIR);
+        }
         ops.read(off as u64, buf)
     }
 

@@ -1101,21 +1101,24 @@ impl Vfs {
         if flags.contains(OpenFlags::O_CREAT) && flags.contains(OpenFlags::O_DIRECTORY) {
             return Err(Errno::EINVAL);
         }
+
+        if flags.contains(OpenFlags::__O_SYNC) {
+            flags |= OpenFlags::O_DSYNC;
+        }
+        // Access mode 3 asks for write too (`ACC_MODE`).
+        if flags.contains(OpenFlags::__O_TMPFILE)
+            && (!flags.contains(OpenFlags::O_DIRECTORY)
+                || flags.contains(OpenFlags::O_CREAT)
+                || flags.access() == AccessMode::ReadOnly)
+        {
+            return Err(Errno::EINVAL);
+        }
         if resolve.contains(ResolveFlags::RESOLVE_CACHED)
             && flags.intersects(OpenFlags::O_TRUNC | OpenFlags::O_CREAT | OpenFlags::__O_TMPFILE)
         {
             return Err(Errno::EAGAIN);
         }
-        if flags.contains(OpenFlags::__O_SYNC) {
-            flags |= OpenFlags::O_DSYNC;
-        }
         if flags.contains(OpenFlags::__O_TMPFILE) {
-            if !flags.contains(OpenFlags::O_DIRECTORY)
-                || flags.contains(OpenFlags::O_CREAT)
-                || !flags.writable()
-            {
-                return Err(Errno::EINVAL);
-            }
             return self.open_tmpfile(ctx, start, path, flags, mode, resolve);
         }
         if flags.contains(OpenFlags::O_PATH) {

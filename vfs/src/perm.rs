@@ -232,6 +232,13 @@ pub fn check_xattr(cred: &Credentials, o: Owner, name: &[u8], write: bool) -> Re
         }
         return check(cred, o, if write { May::WRITE } else { May::READ });
     }
+    if name == b"system.posix_acl_access" || name == b"system.posix_acl_default" {
+        // Anyone may read an ACL; only the owner may set one.
+        if write && !is_owner_or_capable(cred, o) {
+            return Err(Errno::EPERM);
+        }
+        return Ok(());
+    }
     // An unknown namespace passes the VFS checks and is refused by the filesystem.
     check(cred, o, if write { May::WRITE } else { May::READ })?;
     Err(Errno::EOPNOTSUPP)

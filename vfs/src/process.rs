@@ -582,37 +582,49 @@ impl Process {
         if !(flags - known).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if flags.contains(UmountFlags::MNT_EXPIRE)
-            && flags.intersects(UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH)
-        {
-            return Err(Errno::EINVAL);
-        }
         let st = self.snapshot();
-        if !st.cred.has(Caps::SYS_ADMIN) {
-            return Err(Errno::EPERM);
-        }
         let ctx = PathCtx {
             cred: &st.cred,
             root: &st.root,
             umask: st.umask,
         };
-        let vd = self.vfs.lookup(
+        let found = self.vfs.lookup(
             &ctx,
             &st.cwd,
             target,
             !flags.contains(UmountFlags::UMOUNT_NOFOLLOW),
             false,
         )?;
+        // LOOKUP_MOUNTPOINT: the last component, even `.`, is followed onto
+        // whatever is mounted on it.
+        let vd = self.vfs.top_of(&found);
+        if !st.cred.has(Caps::SYS_ADMIN) {
+            return Err(Errno::EPERM);
+        }
+        if !vd.is_mount_root() {
+            return Err(Errno::EINVAL);
+        }
+        let root_mount = Arc::ptr_eq(&vd.mount, &st.root.mount);
+        if flags.contains(UmountFlags::MNT_EXPIRE)
+            && (root_mount || flags.intersects(UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH))
+        {
+            return Err(Errno::EINVAL);
+        }
         let ns = self.namespace();
         // References this call holds itself: the resolved location, and the
         // snapshot's copies of root and cwd when they are in that mount (the
         // process state's own copies still count, and make it busy).
         let own = 1
+            + usize::from(Arc::ptr_eq(&found.mount, &vd.mount))
             + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount))
             + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
-        // Unmounting the root without MNT_DETACH remounts its filesystem
-        // read-only instead (`do_umount_root`).
-        if vd.same(&st.root) && !flags.contains(UmountFlags::MNT_DETACH) {
+        // Unmounting the root's mount without MNT_DETACH remounts its
+        // filesystem read-only instead (`do_umount_root`), which open
+        // writers make busy.
+        if root_mount && !flags.contains(UmountFlags::MNT_DETACH) {
+            if vd.mount.has_writers() {
+                return Err(Errno::EBUSY);
+            }
             vd.mount.fs().set_readonly(true);
             return Ok(());
         }

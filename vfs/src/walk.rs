@@ -214,7 +214,14 @@ impl<'a, 'p> Walker<'a, 'p> {
         if name.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        let dentry = lookup_in(self.cred, &self.cur.dentry, name)?;
+        let dentry = match lookup_in(self.cred, &self.cur.dentry, name) {
+            // Linux keeps no negative entry for a name it never looked up, so
+            // a cached-only walk gives up on a miss.
+            Err(Errno::ENOENT) if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) => {
+                return Err(Errno::EAGAIN)
+            }
+            r => r?,
+        };
         let mut vd = VirtualDentry {
             mount: self.cur.mount.clone(),
             dentry,
@@ -248,6 +255,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                 if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
                     return Err(Errno::EXDEV);
                 }
+                // `..` stays at the root, then steps onto anything mounted on it.
+                let mut vd = self.cur.clone();
+                self.follow_mounts(&mut vd)?;
+                self.cur = vd;
                 return Ok(());
             }
             if !self.cur.is_mount_root() {

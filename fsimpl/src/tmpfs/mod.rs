@@ -138,8 +138,9 @@ impl FilesystemType for TmpfsType {
             next_ino: AtomicU64::new(1),
             clock: req.vfs.clock(),
             root_mode: mode.unwrap_or(0o1777) & 0o7777,
-            root_uid: uid.unwrap_or(0),
-            root_gid: gid.unwrap_or(0),
+            // The root belongs to whoever mounts, unless uid=/gid= say otherwise.
+            root_uid: uid.unwrap_or(req.cred.fsuid),
+            root_gid: gid.unwrap_or(req.cred.fsgid),
         });
         let node = NewNode {
             ftype: FileType::Directory,
@@ -662,6 +663,24 @@ impl Inode for TmpInode {
     }
 
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        if let Some(default) = acl_kind(name) {
+            match acl::parse(value)? {
+                _ if default && self.ftype != FileType::Directory => return Err(Errno::EACCES),
+                // An ACL that says no more than the mode bits becomes them
+                // (`posix_acl_equiv_mode`) and is not stored.
+                acl::Acl::Mode(bits) if !default => {
+                    let mut m = self.meta.write();
+                    m.mode = (m.mode & !0o777) | bits;
+                    drop(m);
+                    if let Some(x) = self.xattrs.lock().as_mut() {
+                        x.remove(name);
+                    }
+                    self.touch_ctime(0);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
         {
             let mut x = self.xattrs.lock();
             let map = x.get_or_insert_with(Default::default);
@@ -691,12 +710,84 @@ impl Inode for TmpInode {
         {
             let mut x = self.xattrs.lock();
             let removed = x.as_mut().and_then(|m| m.remove(name));
-            if removed.is_none() {
+            // Removing an ACL sets "no ACL", which is never an error.
+            if removed.is_none() && acl_kind(name).is_none() {
                 return Err(Errno::ENODATA);
             }
         }
         self.touch_ctime(0);
         Ok(())
+    }
+}
+
+/// Whether `name` is a POSIX ACL attribute, and whether the default one.
+fn acl_kind(name: &[u8]) -> Option<bool> {
+    match name {
+        b"system.posix_acl_access" => Some(false),
+        b"system.posix_acl_default" => Some(true),
+        _ => None,
+    }
+}
+
+/// The POSIX ACL xattr format (`posix_acl_xattr_header` + entries), checked
+/// as `posix_acl_from_xattr` and `posix_acl_valid` do. ACLs are stored, not
+/// enforced: permission checks use the mode bits.
+mod acl {
+    use tessera_vfs::abi::*;
+
+    const VERSION: u32 = 2;
+    const USER_OBJ: u16 = 1;
+    const USER: u16 = 2;
+    const GROUP_OBJ: u16 = 4;
+    const GROUP: u16 = 8;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+
+    /// A parsed ACL.
+    pub(super) enum Acl {
+        /// Equivalent to these permission bits.
+        Mode(u32),
+        /// Needs the extended entries.
+        Extended,
+    }
+
+    pub(super) fn parse(v: &[u8]) -> Result<Acl> {
+        if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
+            return Err(Errno::EINVAL);
+        }
+        if u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != VERSION {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let (mut user_obj, mut group_obj, mut other, mut mask) = (None, None, None, None);
+        let mut named = 0;
+        let mut last_tag = 0u16;
+        for e in v[4..].chunks_exact(8) {
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let perm = u16::from_le_bytes([e[2], e[3]]) as u32;
+            if perm & !7 != 0 || tag < last_tag {
+                return Err(Errno::EINVAL);
+            }
+            let dup = |slot: &Option<u32>| slot.is_some();
+            match tag {
+                USER_OBJ if !dup(&user_obj) => user_obj = Some(perm),
+                GROUP_OBJ if !dup(&group_obj) => group_obj = Some(perm),
+                OTHER if !dup(&other) => other = Some(perm),
+                MASK if !dup(&mask) => mask = Some(perm),
+                USER | GROUP => named += 1,
+                _ => return Err(Errno::EINVAL),
+            }
+            last_tag = tag;
+        }
+        let (Some(u), Some(g), Some(o)) = (user_obj, group_obj, other) else {
+            return Err(Errno::EINVAL);
+        };
+        if named > 0 && mask.is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if named == 0 && mask.is_none() {
+            return Ok(Acl::Mode((u << 6) | (g << 3) | o));
+        }
+        Ok(Acl::Extended)
     }
 }
 

@@ -206,6 +206,11 @@ impl Mount {
         Ok(())
     }
 
+    /// Whether writes are in progress or files are open for writing.
+    pub fn has_writers(&self) -> bool {
+        self.writers.load(Ordering::Acquire) & !RO_BIT != 0
+    }
+
     /// Ends a write started by [`Mount::begin_write`].
     pub fn end_write(&self) {
         self.writers.fetch_sub(1, Ordering::AcqRel);

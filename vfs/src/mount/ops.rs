@@ -211,7 +211,8 @@ impl Vfs {
         if target.dentry.is_dir() != top.root().is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        if target.dentry.is_dead() {
+        if target.dentry.is_dead() || !target.mount.link.read().connected {
+            // `lock_mount`: a removed or detached place is gone.
             return Err(Errno::ENOENT);
         }
         Self::check_in_ns(ns, &target.mount)?;
@@ -555,6 +556,9 @@ impl Vfs {
     ) -> Result<VirtualDentry> {
         let _g = self.namespace_lock.lock();
         let old = self.top_of(put_old);
+        if old.dentry.is_dead() || !old.mount.link.read().connected {
+            return Err(Errno::ENOENT);
+        }
         let new_mnt = new_root.mount.clone();
         let root_mnt = root.mount.clone();
         let shared =
