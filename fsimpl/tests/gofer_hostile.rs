@@ -524,3 +524,66 @@ fn frames_split_across_read_timeouts_are_resumed() {
     assert_eq!(c.read(&root, 0, &mut small).unwrap(), 20_000);
     assert!(c.is_connected());
 }
+
+#[test]
+fn reply_that_beats_rflush_completes_the_abandoned_walk() {
+    // The walk is answered only when the flush comes, and before the
+    // Rflush: by the protocol the walk then happened, so its fid exists on
+    // the server and must be clunked, and both tags must come back.
+    let (mut held, mut walks): (Option<u16>, u32) = (None, 0);
+    let (c, root, log) = start(
+        Box::new(move |r, out| {
+            if r.ty == wire::msgtype::TWALK {
+                walks += 1;
+                if walks == 1 {
+                    held = Some(r.tag);
+                    return true;
+                }
+            }
+            if r.ty == wire::msgtype::TFLUSH {
+                if let Some(tag) = held.take() {
+                    let q = Qid::default();
+                    let _ = out.write_all(&frame(
+                        tag,
+                        &Msg::Rwalk {
+                            qids: [q].into_iter().collect(),
+                        },
+                    ));
+                }
+                let _ = out.write_all(&frame(r.tag, &Msg::Rflush));
+                return true;
+            }
+            normal(r, out);
+            true
+        }),
+        300,
+    );
+    assert_eq!(c.walk(&root, &[b"slow"]).map(|_| ()), Err(Errno::ETIMEDOUT));
+    let mut all: Vec<Req> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let abandoned = loop {
+        all.extend(log.try_iter());
+        if let Some(w) = all.iter().find(|r| r.ty == wire::msgtype::TWALK) {
+            break w.newfid.unwrap();
+        }
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(10));
+    };
+    // Keep working: tags are reused, and the abandoned fid gets clunked.
+    loop {
+        for _ in 0..20 {
+            let (f, _) = c.walk(&root, &[b"x"]).unwrap();
+            assert_eq!(c.getattr(&f, getattr::BASIC).unwrap().size, 42);
+            c.clunk(f).unwrap();
+        }
+        all.extend(log.try_iter());
+        if all
+            .iter()
+            .any(|r| r.ty == wire::msgtype::TCLUNK && r.fid == Some(abandoned))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fid {abandoned} never clunked");
+    }
+    assert_eq!(c.live_fids(), 1);
+}
