@@ -34,6 +34,33 @@ pub struct MountRequest<'a> {
     pub flags: MountFlags,
     /// The parsed data argument.
     pub data: &'a MountData,
+    /// Where path options (`lowerdir=`, `lower_path=`) are resolved from:
+    /// the mounting process's root and working directory. `None` for
+    /// mounts an embedder makes outside any process.
+    pub at: Option<PathBase<'a>>,
+}
+
+/// A root and a working directory to resolve paths from.
+#[derive(Clone, Copy)]
+pub struct PathBase<'a> {
+    /// The root (`/` and the `..` limit).
+    pub root: &'a crate::mount::VirtualDentry,
+    /// The start of relative paths.
+    pub cwd: &'a crate::mount::VirtualDentry,
+}
+
+impl MountRequest<'_> {
+    /// Resolves a path option to a location, following symbolic links, with
+    /// the mounter's credentials. `EINVAL` when there is nowhere to resolve from.
+    pub fn lookup(&self, path: &[u8]) -> Result<crate::mount::VirtualDentry> {
+        let at = self.at.ok_or(Errno::EINVAL)?;
+        let ctx = crate::pathops::PathCtx {
+            cred: self.cred,
+            root: at.root,
+            umask: 0,
+        };
+        self.vfs.lookup(&ctx, at.cwd, path, true, false)
+    }
 }
 
 /// A new filesystem instance: its operations and its root inode.

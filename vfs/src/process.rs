@@ -570,7 +570,19 @@ impl Process {
             return v.do_move(&ns, &src, &tgt);
         }
         let fstype = std::str::from_utf8(fstype).map_err(|_| Errno::ENODEV)?;
-        v.do_new_mount(&ns, &st.cred, &tgt, fstype, source, flags, data)
+        v.do_new_mount(
+            &ns,
+            &st.cred,
+            &tgt,
+            fstype,
+            source,
+            flags,
+            data,
+            Some(crate::fstype::PathBase {
+                root: &st.root,
+                cwd: &st.cwd,
+            }),
+        )
     }
 
     /// `umount2(2)`.

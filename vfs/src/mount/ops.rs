@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::abi::*;
 use crate::cred::Credentials;
 use crate::dentry::{Dentry, Filesystem};
-use crate::fstype::{MountData, MountRequest};
+use crate::fstype::{MountData, MountRequest, PathBase};
 use crate::mount::propagation::PropagationType;
 use crate::mount::{MntFlags, Mount, MountNamespace, VirtualDentry};
 use crate::Vfs;
@@ -29,6 +29,7 @@ impl Vfs {
         flags: MountFlags,
         data: &[u8],
         internal: bool,
+        at: Option<PathBase<'_>>,
     ) -> Result<Arc<Filesystem>> {
         let t = self.fstypes.get(fstype)?;
         if !internal && !t.options().allow_user_mount {
@@ -41,6 +42,7 @@ impl Vfs {
             source,
             flags,
             data: &md,
+            at,
         })?;
         Ok(Filesystem::new(
             t.name(),
@@ -60,7 +62,21 @@ impl Vfs {
         flags: MountFlags,
         data: &[u8],
     ) -> Result<Arc<Mount>> {
-        let fs = self.new_filesystem(cred, fstype, source, flags, data, true)?;
+        self.mount_disconnected_at(cred, fstype, source, flags, data, None)
+    }
+
+    /// [`Vfs::mount_disconnected`], resolving path options from `at`.
+    pub fn mount_disconnected_at(
+        self: &Arc<Self>,
+        cred: &Credentials,
+        fstype: &str,
+        source: &[u8],
+        flags: MountFlags,
+        data: &[u8],
+        at: Option<PathBase<'_>>,
+    ) -> Result<Arc<Mount>> {
+        let fs = self.new_filesystem(cred, fstype, source, flags, data, true, at)?;
+        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY));
         let root = fs.root().clone();
         Ok(Mount::new(
             fs,
@@ -299,8 +315,9 @@ impl Vfs {
         source: &[u8],
         flags: MountFlags,
         data: &[u8],
+        at: Option<PathBase<'_>>,
     ) -> Result<()> {
-        let fs = self.new_filesystem(cred, fstype, source, flags, data, false)?;
+        let fs = self.new_filesystem(cred, fstype, source, flags, data, false, at)?;
         fs.set_readonly(flags.contains(MountFlags::MS_RDONLY));
         let root = fs.root().clone();
         let m = Mount::new(
