@@ -85,22 +85,33 @@ impl<'a, 'p> Walker<'a, 'p> {
         let resolve = flags.resolve;
         let scoped =
             resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
-        let root = if scoped { start.clone() } else { root.clone() };
+        let root = if scoped { start } else { root };
+        let absolute = path.first() == Some(&b'/');
+        if absolute {
+            // `jump_root`'s checks, made before anything is cloned: every
+            // reference count touched here is a write to a line that other
+            // threads walking the same tree share.
+            if resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
+                return Err(Errno::EXDEV);
+            }
+            if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
+                && !Arc::ptr_eq(&start.mount, &root.mount)
+            {
+                return Err(Errno::EXDEV);
+            }
+        } else if !path.is_empty() && !start.dentry.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
         let mut w = Walker {
             vfs,
             cred,
-            root,
-            cur: start.clone(),
+            root: root.clone(),
+            cur: if absolute { root.clone() } else { start.clone() },
             segs: SmallVec::new(),
             links: 0,
             resolve,
             must_be_dir: false,
         };
-        if path.first() == Some(&b'/') {
-            w.jump_root()?;
-        } else if !path.is_empty() && !w.cur.dentry.is_dir() {
-            return Err(Errno::ENOTDIR);
-        }
         w.segs.push(Seg {
             buf: Cow::Borrowed(path),
             pos: 0,
@@ -153,7 +164,14 @@ impl<'a, 'p> Walker<'a, 'p> {
             let name: NameBuf = SmallVec::from_slice(&bytes[start..i]);
             let slash = i < bytes.len();
             seg.pos = i;
-            let last = self.rest_is_empty();
+            // Only the slashes up to the next name need looking at; the
+            // segments below are scanned only when this one is used up (a
+            // link's target), so a walk stays linear in the path length.
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b'/' {
+                j += 1;
+            }
+            let last = j == bytes.len() && self.rest_is_empty();
             if last && slash {
                 self.must_be_dir = true;
             }
@@ -198,15 +216,42 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    let child = self.lookup_child(&name)?;
-                    if child.dentry.file_type() == FileType::Symlink {
-                        self.follow_link(&child)?;
-                    } else {
-                        self.cur = child;
+                    if let Some(link) = self.step(&name)? {
+                        self.follow_link(&link)?;
                     }
                 }
             }
         }
+    }
+
+    /// Moves `cur` to its child `name` (crossing mounts), unless the child is
+    /// a symbolic link, which is returned instead and `cur` stays. The common
+    /// step keeps the current mount and only swaps the dentry, so a walk
+    /// within one mount touches no mount reference count.
+    fn step(&mut self, name: &[u8]) -> Result<Option<VirtualDentry>> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let dentry = lookup_in(self.cred, &self.cur.dentry, name)?;
+        if dentry.is_mountpoint() {
+            let mut vd = VirtualDentry {
+                mount: self.cur.mount.clone(),
+                dentry,
+            };
+            self.follow_mounts(&mut vd)?;
+            if vd.dentry.file_type() == FileType::Symlink {
+                return Ok(Some(vd));
+            }
+            self.cur = vd;
+        } else if dentry.file_type() == FileType::Symlink {
+            return Ok(Some(VirtualDentry {
+                mount: self.cur.mount.clone(),
+                dentry,
+            }));
+        } else {
+            self.cur.dentry = dentry;
+        }
+        Ok(None)
     }
 
     /// Looks `name` up in the current directory and crosses any mount on it.
@@ -333,13 +378,13 @@ impl<'a, 'p> Walker<'a, 'p> {
                 Last::Dot => {}
                 Last::DotDot => self.dotdot()?,
                 Last::Name(name) => {
-                    let child = self.lookup_child(&name)?;
-                    if child.dentry.file_type() == FileType::Symlink && (follow || self.must_be_dir)
-                    {
-                        self.follow_link(&child)?;
-                        continue;
+                    if let Some(link) = self.step(&name)? {
+                        if follow || self.must_be_dir {
+                            self.follow_link(&link)?;
+                            continue;
+                        }
+                        self.cur = link;
                     }
-                    self.cur = child;
                     break;
                 }
             }

@@ -21,6 +21,7 @@ type MountTree = Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>;
 impl Vfs {
     /// Builds a filesystem instance of type `fstype`. `internal` allows types
     /// that user mounts may not create.
+    #[allow(clippy::too_many_arguments)]
     pub fn new_filesystem(
         self: &Arc<Self>,
         cred: &Credentials,
@@ -66,6 +67,7 @@ impl Vfs {
     }
 
     /// [`Vfs::mount_disconnected`], resolving path options from `at`.
+    #[allow(clippy::too_many_arguments)]
     pub fn mount_disconnected_at(
         self: &Arc<Self>,
         cred: &Credentials,
