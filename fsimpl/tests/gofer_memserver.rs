@@ -266,3 +266,22 @@ fn read_vec_receives_into_the_callers_buffer() {
     assert_eq!(c.read_vec(&d, 0, &mut buf), Err(Errno::EISDIR));
     assert_eq!(buf.len(), 100_000);
 }
+
+#[test]
+fn mount_options_lead_to_a_working_connection() {
+    use std::os::fd::IntoRawFd;
+    use tessera_fsimpl::gofer::{MountOptions, Transport};
+    let srv = MemServer::new();
+    srv.add_file("hello", b"hi".to_vec()).unwrap();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let _h = srv.serve(theirs);
+    let fd = ours.into_raw_fd();
+    let o =
+        MountOptions::parse("none", &format!("trans=fd,rfdno={fd},wfdno={fd},aname=/")).unwrap();
+    // SAFETY: `fd` came from into_raw_fd just above and nothing else owns it.
+    let t = unsafe { Transport::connect(&o.transport) }.unwrap();
+    let c = Client::connect(t, ClientOptions::default()).unwrap();
+    let (root, _) = c.attach(o.uname.as_bytes(), o.aname.as_bytes(), 0).unwrap();
+    let (f, _) = c.walk(&root, &[b"hello"]).unwrap();
+    assert_eq!(c.getattr(&f, getattr::SIZE).unwrap().size, 2);
+}

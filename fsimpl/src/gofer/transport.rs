@@ -105,6 +105,13 @@ impl Transport {
         } else {
             None
         };
+        let read_timeout: Option<ReadTimeout> = match &r_sock {
+            Some(s) => {
+                let timer = s.try_clone()?;
+                Some(Box::new(move |d| timer.set_read_timeout(d)))
+            }
+            None => None,
+        };
         Ok(Transport {
             reader: Box::new(File::from(rfd)),
             writer: Box::new(File::from(wfd)),
@@ -113,7 +120,7 @@ impl Transport {
                     let _ = s.shutdown(Shutdown::Both);
                 }
             }),
-            read_timeout: None,
+            read_timeout,
         })
     }
 
@@ -136,6 +143,22 @@ impl Transport {
             // SAFETY: as above, for two distinct open fds.
             let (r, w) = unsafe { (OwnedFd::from_raw_fd(rfd), OwnedFd::from_raw_fd(wfd)) };
             Transport::from_fd_pair(r, w)
+        }
+    }
+
+    /// Connects to the server a [`TransportSpec`] names.
+    ///
+    /// # Safety
+    ///
+    /// For [`TransportSpec::Fd`] the fds are taken over as by
+    /// [`Transport::from_raw_fds`]: they must be open and owned by nobody
+    /// else. The other kinds are safe.
+    pub unsafe fn connect(spec: &TransportSpec) -> io::Result<Transport> {
+        match spec {
+            // SAFETY: forwarded from this function's contract.
+            TransportSpec::Fd { rfd, wfd } => unsafe { Transport::from_raw_fds(*rfd, *wfd) },
+            TransportSpec::Unix(path) => Transport::unix(path),
+            TransportSpec::Tcp(host, port) => Transport::tcp((host.as_str(), *port)),
         }
     }
 
