@@ -191,6 +191,29 @@ impl Vfs {
             .resolve(follow, false)
     }
 
+    /// Resolves the path of an `*at` call whose flags may hold only
+    /// `allowed` (`EINVAL` otherwise), honouring `AT_SYMLINK_NOFOLLOW` and
+    /// `AT_EMPTY_PATH`.
+    pub fn lookup_at(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        flags: AtFlags,
+        allowed: AtFlags,
+    ) -> Result<VirtualDentry> {
+        if !(flags - allowed).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        self.lookup(
+            ctx,
+            start,
+            path,
+            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
+            flags.contains(AtFlags::AT_EMPTY_PATH),
+        )
+    }
+
     /// Resolves a directory (for chdir, chroot, mount targets ...).
     pub fn lookup_dir(
         &self,
@@ -670,21 +693,9 @@ impl Vfs {
         path: &[u8],
         flags: AtFlags,
     ) -> Result<Statx> {
-        if !(flags
-            - AtFlags::AT_SYMLINK_NOFOLLOW
-            - AtFlags::AT_EMPTY_PATH
-            - AtFlags::AT_NO_AUTOMOUNT)
-            .is_empty()
-        {
-            return Err(Errno::EINVAL);
-        }
-        let vd = self.lookup(
-            ctx,
-            start,
-            path,
-            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
-            flags.contains(AtFlags::AT_EMPTY_PATH),
-        )?;
+        let allowed =
+            AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH | AtFlags::AT_NO_AUTOMOUNT;
+        let vd = self.lookup_at(ctx, start, path, flags, allowed)?;
         Ok(self.stat_vd(&vd))
     }
 
@@ -700,9 +711,8 @@ impl Vfs {
         if !(mode - AccessFlags::R_OK - AccessFlags::W_OK - AccessFlags::X_OK).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if !(flags - AtFlags::AT_EACCESS - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH)
-            .is_empty()
-        {
+        let allowed = AtFlags::AT_EACCESS | AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH;
+        if !(flags - allowed).is_empty() {
             return Err(Errno::EINVAL);
         }
         let cred = if flags.contains(AtFlags::AT_EACCESS) {
@@ -715,13 +725,7 @@ impl Vfs {
             root: ctx.root,
             umask: ctx.umask,
         };
-        let vd = self.lookup(
-            &actx,
-            start,
-            path,
-            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
-            flags.contains(AtFlags::AT_EMPTY_PATH),
-        )?;
+        let vd = self.lookup_at(&actx, start, path, flags, allowed)?;
         if mode.is_empty() {
             return Ok(());
         }
@@ -822,15 +826,12 @@ impl Vfs {
         gid: Option<u32>,
         flags: AtFlags,
     ) -> Result<()> {
-        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        let vd = self.lookup(
+        let vd = self.lookup_at(
             ctx,
             start,
             path,
-            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
-            flags.contains(AtFlags::AT_EMPTY_PATH),
+            flags,
+            AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH,
         )?;
         self.chown_vd(ctx.cred, &vd, uid, gid)
     }
@@ -880,15 +881,12 @@ impl Vfs {
         mtime: TimeSpec,
         flags: AtFlags,
     ) -> Result<()> {
-        if !(flags - AtFlags::AT_SYMLINK_NOFOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        let vd = self.lookup(
+        let vd = self.lookup_at(
             ctx,
             start,
             path,
-            !flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW),
-            flags.contains(AtFlags::AT_EMPTY_PATH),
+            flags,
+            AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH,
         )?;
         self.utimes_vd(ctx.cred, &vd, atime, mtime)
     }

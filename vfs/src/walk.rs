@@ -106,7 +106,11 @@ impl<'a, 'p> Walker<'a, 'p> {
             vfs,
             cred,
             root: root.clone(),
-            cur: if absolute { root.clone() } else { start.clone() },
+            cur: if absolute {
+                root.clone()
+            } else {
+                start.clone()
+            },
             segs: SmallVec::new(),
             links: 0,
             resolve,
@@ -224,6 +228,18 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
     }
 
+    /// Looks `name` up in the current directory (no mount crossing).
+    fn lookup_name(&self, name: &[u8]) -> Result<Arc<Dentry>> {
+        match lookup_in(self.cred, &self.cur.dentry, name) {
+            // Linux keeps no negative entry for a name it never looked up, so
+            // a cached-only walk gives up on a miss.
+            Err(Errno::ENOENT) if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) => {
+                Err(Errno::EAGAIN)
+            }
+            r => r,
+        }
+    }
+
     /// Moves `cur` to its child `name` (crossing mounts), unless the child is
     /// a symbolic link, which is returned instead and `cur` stays. The common
     /// step keeps the current mount and only swaps the dentry, so a walk
@@ -232,7 +248,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         if name.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        let dentry = lookup_in(self.cred, &self.cur.dentry, name)?;
+        let dentry = self.lookup_name(name)?;
         if dentry.is_mountpoint() {
             let mut vd = VirtualDentry {
                 mount: self.cur.mount.clone(),
@@ -259,14 +275,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         if name.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
-        let dentry = match lookup_in(self.cred, &self.cur.dentry, name) {
-            // Linux keeps no negative entry for a name it never looked up, so
-            // a cached-only walk gives up on a miss.
-            Err(Errno::ENOENT) if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) => {
-                return Err(Errno::EAGAIN)
-            }
-            r => r?,
-        };
+        let dentry = self.lookup_name(name)?;
         let mut vd = VirtualDentry {
             mount: self.cur.mount.clone(),
             dentry,
