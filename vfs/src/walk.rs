@@ -191,7 +191,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     fn may_lookup(&self) -> Result<()> {
         let d = &self.cur.dentry;
         if !d.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(self.unlazy(Errno::ENOTDIR));
         }
         let o = d.inode().owner();
         // Fast path: search allowed to everyone, or we are root-capable.
@@ -284,13 +284,23 @@ impl<'a, 'p> Walker<'a, 'p> {
         Ok(vd)
     }
 
+    /// An error Linux only reaches after leaving its lock-free (RCU) walk,
+    /// which `RESOLVE_CACHED` forbids: such a walk gives up with `EAGAIN`.
+    fn unlazy(&self, e: Errno) -> Errno {
+        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+            Errno::EAGAIN
+        } else {
+            e
+        }
+    }
+
     /// Moves from a mount point to whatever is mounted on it, repeatedly.
     pub fn follow_mounts(&self, vd: &mut VirtualDentry) -> Result<()> {
         while vd.dentry.is_mountpoint() {
             match self.vfs.mount_at(&vd.mount, &vd.dentry) {
                 Some(m) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
-                        return Err(Errno::EXDEV);
+                        return Err(self.unlazy(Errno::EXDEV));
                     }
                     vd.dentry = m.root().clone();
                     vd.mount = m;
@@ -321,7 +331,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             match self.cur.mount.parent() {
                 Some((pm, mp)) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
-                        return Err(Errno::EXDEV);
+                        return Err(self.unlazy(Errno::EXDEV));
                     }
                     self.cur = VirtualDentry {
                         mount: pm,

@@ -206,6 +206,15 @@ impl Vfs {
         out
     }
 
+    /// The first check of every attach (`lock_mount`): a removed or
+    /// detached place is gone.
+    fn lock_mount(target: &VirtualDentry) -> Result<()> {
+        if target.dentry.is_dead() || !target.mount.link.read().connected {
+            return Err(Errno::ENOENT);
+        }
+        Ok(())
+    }
+
     fn check_in_ns(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Result<()> {
         let l = m.link.read();
         if !l.connected || l.umounted || !l.ns.upgrade().is_some_and(|x| Arc::ptr_eq(&x, ns)) {
@@ -226,12 +235,9 @@ impl Vfs {
         let Some((top, _)) = tree.first() else {
             return Ok(());
         };
+        Self::lock_mount(target)?;
         if target.dentry.is_dir() != top.root().is_dir() {
             return Err(Errno::ENOTDIR);
-        }
-        if target.dentry.is_dead() || !target.mount.link.read().connected {
-            // `lock_mount`: a removed or detached place is gone.
-            return Err(Errno::ENOENT);
         }
         Self::check_in_ns(ns, &target.mount)?;
         if ns.mounts.lock().len() + tree.len() > ns.max_mounts {
@@ -358,6 +364,7 @@ impl Vfs {
     ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let at = self.top_of(target);
+        Self::lock_mount(&at)?;
         Self::check_in_ns(ns, &source.mount)?;
         if source.mount.prop.lock().unbindable {
             return Err(Errno::EINVAL);
@@ -575,9 +582,7 @@ impl Vfs {
     ) -> Result<VirtualDentry> {
         let _g = self.namespace_lock.lock();
         let old = self.top_of(put_old);
-        if old.dentry.is_dead() || !old.mount.link.read().connected {
-            return Err(Errno::ENOENT);
-        }
+        Self::lock_mount(&old)?;
         let new_mnt = new_root.mount.clone();
         let root_mnt = root.mount.clone();
         let shared =
