@@ -16,7 +16,7 @@ mod pipe;
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
@@ -305,9 +305,6 @@ impl FilesystemOps for TmpfsFs {
 
 /// Attributes of an inode.
 struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
     nlink: u32,
     atime: Timespec,
     mtime: Timespec,
@@ -329,12 +326,24 @@ enum Data {
 /// Extended attributes by name.
 type Xattrs = BTreeMap<Box<[u8]>, Box<[u8]>>;
 
+/// The owner ids in one word, so that a reader sees uid and gid of the same `chown`.
+fn pack_ids(uid: u32, gid: u32) -> u64 {
+    uid as u64 | (gid as u64) << 32
+}
+
 /// A tmpfs inode.
 pub struct TmpInode {
     fs: Weak<TmpfsFs>,
     ino: u64,
     ftype: FileType,
     rdev: DevId,
+    /// Type and permission bits, and the owner ids (uid low, gid high):
+    /// atomics outside `meta` because every path component checks them, so
+    /// reading them must not write to a lock word shared by every walker
+    /// (as Linux reads `i_mode`/`i_uid` without a lock in `generic_permission`).
+    /// Written only with `meta` held, so writers stay serialised.
+    mode: AtomicU32,
+    ids: AtomicU64,
     meta: RwLock<Meta>,
     data: Data,
     /// Allocated on first use: most files have none.
@@ -356,10 +365,9 @@ impl TmpInode {
             ino: fs.next_ino.fetch_add(1, Ordering::Relaxed),
             ftype: node.ftype,
             rdev: node.rdev,
+            mode: AtomicU32::new(node.ftype.mode_bits() | (node.mode & 0o7777)),
+            ids: AtomicU64::new(pack_ids(node.uid, node.gid)),
             meta: RwLock::new(Meta {
-                mode: node.ftype.mode_bits() | (node.mode & 0o7777),
-                uid: node.uid,
-                gid: node.gid,
                 nlink: if node.ftype == FileType::Directory {
                     2
                 } else {
@@ -452,11 +460,11 @@ impl Inode for TmpInode {
     }
 
     fn owner(&self) -> Owner {
-        let m = self.meta.read();
+        let ids = self.ids.load(Ordering::Acquire);
         Owner {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
+            mode: self.mode.load(Ordering::Acquire),
+            uid: ids as u32,
+            gid: (ids >> 32) as u32,
         }
     }
 
@@ -464,13 +472,14 @@ impl Inode for TmpInode {
         let size = self.size();
         let blocks = self.blocks();
         let m = self.meta.read();
+        let o = self.owner();
         Statx {
             mask: StatxMask::BASIC_STATS,
             blksize: PAGE_SIZE as u32,
             nlink: m.nlink,
-            uid: m.uid,
-            gid: m.gid,
-            mode: m.mode,
+            uid: o.uid,
+            gid: o.gid,
+            mode: o.mode,
             ino: self.ino,
             size,
             blocks,
@@ -498,13 +507,14 @@ impl Inode for TmpInode {
         }
         let mut m = self.meta.write();
         if let Some(mode) = attr.mode {
-            m.mode = (m.mode & S_IFMT) | (mode & 0o7777);
+            let old = self.mode.load(Ordering::Acquire);
+            self.mode
+                .store((old & S_IFMT) | (mode & 0o7777), Ordering::Release);
         }
-        if let Some(u) = attr.uid {
-            m.uid = u;
-        }
-        if let Some(g) = attr.gid {
-            m.gid = g;
+        if attr.uid.is_some() || attr.gid.is_some() {
+            let o = self.owner();
+            let ids = pack_ids(attr.uid.unwrap_or(o.uid), attr.gid.unwrap_or(o.gid));
+            self.ids.store(ids, Ordering::Release);
         }
         if let Some(t) = attr.atime {
             m.atime = t;
@@ -669,8 +679,9 @@ impl Inode for TmpInode {
                 // An ACL that says no more than the mode bits becomes them
                 // (`posix_acl_equiv_mode`) and is not stored.
                 acl::Acl::Mode(bits) if !default => {
-                    let mut m = self.meta.write();
-                    m.mode = (m.mode & !0o777) | bits;
+                    let m = self.meta.write();
+                    let old = self.mode.load(Ordering::Acquire);
+                    self.mode.store((old & !0o777) | bits, Ordering::Release);
                     drop(m);
                     if let Some(x) = self.xattrs.lock().as_mut() {
                         x.remove(name);
