@@ -888,11 +888,9 @@ fn bench_changes(c: &mut Criterion, x: &Peers) {
     let cnames = [x.lx.p("/w/ra"), x.lx.p("/w/rb")];
     let mut at = 0usize;
     bench(&mut g, "rename/linux", || {
-        // SAFETY: valid paths.
-        assert_eq!(
-            unsafe { libc::rename(cnames[at].as_ptr(), cnames[at ^ 1].as_ptr()) },
-            0
-        );
+        // SAFETY: both paths are valid NUL-terminated strings.
+        let r = unsafe { libc::rename(cnames[at].as_ptr(), cnames[at ^ 1].as_ptr()) };
+        assert_eq!(r, 0);
         at ^= 1;
     });
     g.finish();
@@ -1361,13 +1359,13 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     let ge = |v: Option<f64>, lim: f64| v.map(|v| v >= lim);
     t(
         "stat depth 8 / limit",
-        format!("{}", ratio(s8[0], s8[1])),
+        ratio(s8[0], s8[1]),
         "<= 1.3",
         le(r(s8[0], s8[1]), 1.3),
     );
     t(
         "stat depth 8: linux / tessera",
-        format!("{}", ratio(s8[2], s8[0])),
+        ratio(s8[2], s8[0]),
         ">= 8",
         ge(r(s8[2], s8[0]), 8.0),
     );
