@@ -16,6 +16,9 @@ use super::backend::{Backend, Dirent};
 pub fn starting_process() -> Result<Process> {
     let vfs = Vfs::new();
     vfs.fstypes.register(Arc::new(TmpfsType::default()))?;
+    #[cfg(unix)]
+    vfs.fstypes
+        .register(Arc::new(tessera_fsimpl::verity::fs::VerityType::default()))?;
     tessera_devices::memdev::register(&vfs.devices)?;
     let root = vfs.mount_disconnected(
         &Credentials::root(),

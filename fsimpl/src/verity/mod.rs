@@ -14,24 +14,14 @@
 //!   read touches ([`Verifier`]).
 //! - `dir`: sign a whole directory tree with one root hash, and check it.
 //! - `cli`: the `tessera verity` subcommand.
+//! - `fs`: the `verity` filesystem type, a read-only layer over a lower
+//!   directory signed by `dir` (or by `fs::sign_lower` through the VFS),
+//!   checking every lookup, listing, attribute, symlink target and read
+//!   against one root hash.
 //!
-//! The last two walk host directories with Unix metadata (modes, owners,
-//! symlinks) and exist on Unix only; the tree library builds everywhere (the
+//! `dir` and `cli` walk host directories with Unix metadata (modes, owners,
+//! symlinks) and `fs` reads `dir`'s manifest, so the three exist on Unix only; the tree library builds everywhere (the
 //! workspace is also checked for Windows).
-//!
-//! # For the `verity` filesystem (issue 5 part 3, not written yet)
-//!
-//! The filesystem will wrap a lower directory signed by [`dir`]'s
-//! `sign_dir`: at mount it reads `.tessera-verity/manifest`, checks its hash
-//! against the root hash given as mount data, and serves listings, modes,
-//! owners and symlink targets from the manifest (so `.tessera-verity` is
-//! never listed). Opening a regular file reads `objects/HEX.desc`, builds a
-//! [`Verifier`] with [`Verifier::with_digest`] over the lower file and
-//! `objects/HEX.tree` (each through a small [`ReadAt`] adapter over the
-//! lower filesystem's file), reports the descriptor's size as `st_size`,
-//! and turns every read into [`Verifier::read_at`]; a mismatch becomes
-//! `EIO`. The verifier's tree-block cache is per open file; a per-inode
-//! verifier shared by all opens would keep it across opens.
 //!
 //! Hashing uses the `sha2` crate (the issue asks for it). Version 0.11 picks
 //! the SHA-NI (SHA-256) or AVX2 (SHA-512) code at run time and has no `asm`
@@ -43,6 +33,8 @@ pub mod cli;
 pub mod descriptor;
 #[cfg(unix)]
 pub mod dir;
+#[cfg(unix)]
+pub mod fs;
 pub mod hash;
 pub mod params;
 pub mod source;
