@@ -282,3 +282,41 @@ mod tests {
         assert_eq!(parse_size("99999999999999999999e"), None);
     }
 }
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    struct T(&'static str, bool);
+
+    impl FilesystemType for T {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn options(&self) -> FsTypeOptions {
+            FsTypeOptions {
+                allow_user_mount: true,
+                allow_user_list: self.1,
+                nodev: true,
+            }
+        }
+        fn mount(&self, _req: &MountRequest<'_>) -> Result<NewFilesystem> {
+            Err(Errno::ENODEV)
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_listed() {
+        let r = FsTypeRegistry::default();
+        r.register(Arc::new(T("tmpfs", true))).unwrap();
+        r.register(Arc::new(T("hidden", false))).unwrap();
+        r.register(Arc::new(T("fuse", true))).unwrap();
+        assert_eq!(r.register(Arc::new(T("tmpfs", true))), Err(Errno::EBUSY));
+        assert_eq!(r.proc_filesystems(), "nodev\ttmpfs\nnodev\tfuse\n");
+        assert_eq!(
+            r.get("fuse.sshfs").map(|t| t.name().to_string()),
+            Ok("fuse".to_string())
+        );
+        assert_eq!(r.get("nosuch").err(), Some(Errno::ENODEV));
+    }
+}

@@ -365,3 +365,73 @@ impl MountNamespace {
         ns
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::abi::*;
+    use crate::cred::Credentials;
+    use crate::mount::VirtualDentry;
+    use crate::testfs::process;
+
+    #[test]
+    fn mount_limit_is_enospc() {
+        let p = process();
+        p.vfs().set_max_mounts(4);
+        // A namespace made before the change keeps its limit: make a new one.
+        let vfs = p.vfs().clone();
+        let root = vfs
+            .mount_disconnected(
+                &Credentials::root(),
+                "testfs",
+                b"none",
+                MountFlags::empty(),
+                b"",
+            )
+            .unwrap();
+        let ns = vfs.new_namespace(root).unwrap();
+        let q = crate::process::Process::new(vfs, ns, Credentials::root());
+        q.mkdirat(AT_FDCWD, b"/m", 0o755).unwrap();
+        let mut results = Vec::new();
+        for _ in 0..4 {
+            results.push(q.mount(b"none", b"/m", b"testfs", MountFlags::empty(), b""));
+        }
+        assert!(results.contains(&Err(Errno::ENOSPC)), "{results:?}");
+    }
+
+    #[test]
+    fn disconnected_mounts_connect_later_and_go_read_only() {
+        let p = process();
+        let vfs = p.vfs().clone();
+        let ns = p.namespace();
+        p.mkdirat(AT_FDCWD, b"/later", 0o755).unwrap();
+        let m = vfs
+            .mount_disconnected(
+                &Credentials::root(),
+                "testfs",
+                b"src",
+                MountFlags::empty(),
+                b"",
+            )
+            .unwrap();
+        let target = vfs.top_of(&ns.root_vd());
+        let ctx = crate::pathops::PathCtx {
+            cred: &Credentials::root(),
+            root: &target,
+            umask: 0,
+        };
+        let at = vfs.lookup(&ctx, &target, b"/later", true, false).unwrap();
+        vfs.connect_mount_at(&ns, &m, &at).unwrap();
+        assert!(String::from_utf8_lossy(&p.mountinfo()).contains(" /later "));
+        // A writer makes read-only busy; without it the switch works both ways.
+        m.begin_write().unwrap();
+        assert_eq!(m.set_readonly(true), Err(Errno::EBUSY));
+        m.end_write();
+        m.set_readonly(true).unwrap();
+        assert_eq!(p.mkdirat(AT_FDCWD, b"/later/x", 0o755), Err(Errno::EROFS));
+        m.set_readonly(false).unwrap();
+        assert_eq!(p.mkdirat(AT_FDCWD, b"/later/x", 0o755), Ok(()));
+        // Connecting a mount on its own root is refused.
+        let own = VirtualDentry::root_of(&m);
+        assert_eq!(vfs.connect_mount_at(&ns, &m, &own), Err(Errno::EBUSY));
+    }
+}
