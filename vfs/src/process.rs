@@ -68,7 +68,8 @@ impl FdTable {
 pub struct Process {
     vfs: Arc<Vfs>,
     ns: RwLock<Arc<MountNamespace>>,
-    state: RwLock<State>,
+    /// Shared copy-on-write: a call takes one reference, not one per field.
+    state: RwLock<Arc<State>>,
     fds: Mutex<FdTable>,
 }
 
@@ -80,12 +81,12 @@ impl Process {
         Process {
             vfs,
             ns: RwLock::new(ns),
-            state: RwLock::new(State {
+            state: RwLock::new(Arc::new(State {
                 root: root.clone(),
                 cwd: root,
                 umask: 0o022,
                 cred: Arc::new(cred),
-            }),
+            })),
             fds: Mutex::new(FdTable {
                 slots: Vec::new(),
                 max: DEFAULT_MAX_FDS,
@@ -110,7 +111,7 @@ impl Process {
 
     /// Replaces the credentials.
     pub fn set_credentials(&self, cred: Credentials) {
-        self.state.write().cred = Arc::new(cred);
+        self.update(|s| s.cred = Arc::new(cred));
     }
 
     /// Sets the descriptor limit.
@@ -120,15 +121,22 @@ impl Process {
 
     /// `setgroups` + `setfsgid` + `setfsuid`, as the ops-script `as` does.
     pub fn set_fs_ids(&self, fsuid: u32, fsgid: u32, groups: &[u32]) {
-        let mut st = self.state.write();
-        let mut c = (*st.cred).clone();
-        c.groups = groups.iter().copied().collect();
-        c.fsgid = fsgid;
-        c.set_fsuid(fsuid);
-        st.cred = Arc::new(c);
+        self.update(|st| {
+            let mut c = (*st.cred).clone();
+            c.groups = groups.iter().copied().collect();
+            c.fsgid = fsgid;
+            c.set_fsuid(fsuid);
+            st.cred = Arc::new(c);
+        });
     }
 
-    fn snapshot(&self) -> State {
+    /// Changes the state: calls in flight keep the copy they started with.
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut g = self.state.write();
+        f(Arc::make_mut(&mut g))
+    }
+
+    fn snapshot(&self) -> Arc<State> {
         self.state.read().clone()
     }
 
@@ -447,7 +455,7 @@ impl Process {
     pub fn chdir(&self, path: &[u8]) -> Result<()> {
         let vd = self.with(AT_FDCWD, path, |v, c, s| v.lookup_dir(c, s, path))?;
         Self::check_search(&self.credentials(), &vd)?;
-        self.state.write().cwd = vd;
+        self.update(|s| s.cwd = vd);
         Ok(())
     }
 
@@ -459,7 +467,7 @@ impl Process {
             return Err(Errno::ENOTDIR);
         }
         Self::check_search(&self.credentials(), &vd)?;
-        self.state.write().cwd = vd;
+        self.update(|s| s.cwd = vd);
         Ok(())
     }
 
@@ -471,7 +479,7 @@ impl Process {
         if !cred.has(Caps::SYS_CHROOT) {
             return Err(Errno::EPERM);
         }
-        self.state.write().root = vd;
+        self.update(|s| s.root = vd);
         Ok(())
     }
 
@@ -497,8 +505,7 @@ impl Process {
 
     /// `umask(2)`: returns the old mask.
     pub fn umask(&self, mask: u32) -> u32 {
-        let mut st = self.state.write();
-        std::mem::replace(&mut st.umask, mask & 0o777)
+        self.update(|st| std::mem::replace(&mut st.umask, mask & 0o777))
     }
 
     /// `getxattr(2)` (`follow`) or `lgetxattr(2)`.
@@ -623,13 +630,10 @@ impl Process {
             return Err(Errno::EINVAL);
         }
         let ns = self.namespace();
-        // References this call holds itself: the resolved location, and the
-        // snapshot's copies of root and cwd when they are in that mount (the
-        // process state's own copies still count, and make it busy).
-        let own = 1
-            + usize::from(Arc::ptr_eq(&found.mount, &vd.mount))
-            + usize::from(Arc::ptr_eq(&st.root.mount, &vd.mount))
-            + usize::from(Arc::ptr_eq(&st.cwd.mount, &vd.mount));
+        // References this call holds itself: the location as resolved and as
+        // followed onto the top mount. The state's root and cwd are shared,
+        // not copied, so when they are in that mount they make it busy.
+        let own = 1 + usize::from(Arc::ptr_eq(&found.mount, &vd.mount));
         // Unmounting the root's mount without MNT_DETACH remounts its
         // filesystem read-only instead (`do_umount_root`), which open
         // writers make busy.
@@ -658,13 +662,14 @@ impl Process {
         let old = self.vfs.lookup_dir(&ctx, &st.cwd, put_old)?;
         let ns = self.namespace();
         let new_vd = self.vfs.do_pivot_root(&ns, &st.root, &new, &old)?;
-        let mut s = self.state.write();
-        if s.root.same(&st.root) {
-            s.root = new_vd.clone();
-        }
-        if s.cwd.same(&st.root) {
-            s.cwd = new_vd;
-        }
+        self.update(|s| {
+            if s.root.same(&st.root) {
+                s.root = new_vd.clone();
+            }
+            if s.cwd.same(&st.root) {
+                s.cwd = new_vd;
+            }
+        });
         Ok(())
     }
 
