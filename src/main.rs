@@ -44,7 +44,7 @@ const COMMANDS: &[Command] = &[
 ];
 
 const RUN_HELP: &str = "\
-usage: tessera run [--linux [--write-out]] [--timeout SECS] SCRIPT...
+usage: tessera run [--linux [--write-out] | --root 9p:DIR] [--timeout SECS] SCRIPT...
 
 Runs each ops script (shared/spec/ops-script.md) and prints its output.
   --linux       run on the host kernel, in a throw-away mount namespace with a
@@ -52,6 +52,8 @@ Runs each ops script (shared/spec/ops-script.md) and prints its output.
   --write-out   with --linux: write SCRIPT.out beside each SCRIPT (its .ops
                 suffix replaced) instead of printing
   --timeout S   kill a Linux run after S seconds (default 20)
+  --root 9p:DIR run on a `9p` root: DIR (empty) served by a diod started on
+                a socketpair for each script, emptied again after it
 Exit status: 0; 2 after a script error (`error: line N: reason` on stderr);
 1 when a script cannot be run.
 ";
@@ -103,6 +105,8 @@ struct Options {
     linux: bool,
     write_out: bool,
     timeout: Option<Duration>,
+    /// `--root 9p:DIR`: the directory a diod serves as the root.
+    root_9p: Option<PathBuf>,
     scripts: Vec<PathBuf>,
 }
 
@@ -124,6 +128,15 @@ fn parse_options(args: &[OsString], help: &str, allow_linux: bool) -> Result<Opt
             }
             Some("--linux") if allow_linux => o.linux = true,
             Some("--write-out") if allow_linux => o.write_out = true,
+            Some("--root") if allow_linux => match it.next().and_then(|v| v.to_str()) {
+                Some(v) if v.starts_with("9p:") && v.len() > 3 => {
+                    o.root_9p = Some(PathBuf::from(&v[3..]))
+                }
+                _ => {
+                    eprintln!("error: --root takes 9p:DIR\n\n{help}");
+                    return Err(2);
+                }
+            },
             Some("--timeout") => {
                 let secs = it
                     .next()
@@ -149,6 +162,10 @@ fn parse_options(args: &[OsString], help: &str, allow_linux: bool) -> Result<Opt
     }
     if o.scripts.is_empty() {
         eprintln!("error: no script given\n\n{help}");
+        return Err(2);
+    }
+    if o.root_9p.is_some() && o.linux {
+        eprintln!("error: --root and --linux exclude each other");
         return Err(2);
     }
     if o.write_out && !o.linux {
@@ -230,6 +247,13 @@ fn cmd_run(args: &[OsString]) -> u8 {
         };
         let outcome = if o.linux {
             run_linux(&script, &o, path)
+        } else if let Some(dir) = &o.root_9p {
+            ops::tessera::with_9p_root(dir, "fscache", |b| ops::run_collect(&script, b)).map_err(
+                |e| {
+                    eprintln!("error: {}: {e}", path.display());
+                    1u8
+                },
+            )
         } else {
             run_tessera(&script)
         };

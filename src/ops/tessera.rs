@@ -14,21 +14,34 @@ use super::backend::{Backend, Dirent};
 /// A process in the spec's starting state: an empty tmpfs root mounted with
 /// `mode=0755`, umask 0022, every id 0 with all capabilities.
 pub fn starting_process() -> Result<Process> {
+    starting_process_on("tmpfs", b"none", b"mode=0755")
+}
+
+/// A process in the spec's starting state on a root of another type
+/// (`9p` with its mount data): the root is made mode 0755, owned by 0:0.
+pub fn starting_process_on(fstype: &str, source: &[u8], data: &[u8]) -> Result<Process> {
     let vfs = Vfs::new();
     vfs.fstypes.register(Arc::new(TmpfsType::default()))?;
     #[cfg(unix)]
     vfs.fstypes
         .register(Arc::new(tessera_fsimpl::verity::fs::VerityType::default()))?;
+    vfs.fstypes
+        .register(Arc::new(tessera_fsimpl::gofer::GoferType))?;
     tessera_devices::memdev::register(&vfs.devices)?;
     let root = vfs.mount_disconnected(
         &Credentials::root(),
-        "tmpfs",
-        b"none",
+        fstype,
+        source,
         MountFlags::empty(),
-        b"mode=0755",
+        data,
     )?;
     let ns = vfs.new_namespace(root)?;
-    Ok(Process::new(vfs, ns, Credentials::root()))
+    let p = Process::new(vfs, ns, Credentials::root());
+    if fstype != "tmpfs" {
+        p.fchownat(AT_FDCWD, b"/", 0, 0, AtFlags::empty())?;
+        p.fchmodat(AT_FDCWD, b"/", 0o755)?;
+    }
+    Ok(p)
 }
 
 /// The backend: a thin adapter from raw Linux arguments to [`Process`].
@@ -48,6 +61,82 @@ impl TesseraBackend {
     pub fn process(&self) -> &Process {
         &self.p
     }
+}
+
+/// Runs `f` on a backend whose root is a `9p` mount of `dir` (which must
+/// be an empty directory), served by a diod started for this run on a
+/// socketpair; then unmounts (every fid clunked), stops diod and empties
+/// `dir` again. `cache` is the `cache=` option.
+pub fn with_9p_root<T>(
+    dir: &std::path::Path,
+    cache: &str,
+    f: impl FnOnce(&mut dyn Backend) -> T,
+) -> std::result::Result<T, String> {
+    use std::os::fd::IntoRawFd;
+    use tessera_fsimpl::gofer::{diod::Diod, GoferFs};
+    let show = dir.display();
+    match std::fs::read_dir(dir).map(|mut it| it.next().is_none()) {
+        Ok(true) => {}
+        Ok(false) => return Err(format!("{show} is not empty")),
+        Err(e) => return Err(format!("{show}: {e}")),
+    }
+    let bin = Diod::binary().ok_or("diod is not installed (apt-get install diod)")?;
+    let (server, ours) = Diod::start(&bin, dir).map_err(|e| format!("cannot start diod: {e}"))?;
+    // diod serves only an aname that names its export.
+    let export = std::path::absolute(dir).map_err(|e| format!("{show}: {e}"))?;
+    let aname = export.to_str().filter(|a| !a.contains(','));
+    let aname = aname.ok_or_else(|| format!("{show}: a 9p aname must be UTF-8 without commas"))?;
+    // The mount takes the fd over (closed with the client).
+    let fd = ours.into_raw_fd();
+    let data = format!("trans=fd,rfdno={fd},wfdno={fd},aname={aname},cache={cache}");
+    let p = starting_process_on("9p", b"diod", data.as_bytes()).map_err(|e| {
+        format!(
+            "cannot mount 9p on {show}: {e}; diod says: {}",
+            server.log()
+        )
+    })?;
+    let root = p
+        .openat(AT_FDCWD, b"/", OpenFlags::O_PATH, 0)
+        .and_then(|fd| {
+            let f = p.file(fd);
+            p.close(fd)?;
+            f
+        })
+        .map_err(|e| format!("cannot open the 9p root: {e}"))?;
+    let fs = root.location().mount.fs().clone();
+    drop(root);
+    let client = match fs.ops().as_any().downcast_ref::<GoferFs>() {
+        Some(g) => {
+            g.attach_root(fs.root());
+            g.client().clone()
+        }
+        None => return Err("the root is not a 9p mount".into()),
+    };
+    drop(fs);
+    let mut backend = TesseraBackend { p };
+    let out = f(&mut backend);
+    drop(backend);
+    // Clunk everything before the server goes: diod may crash otherwise.
+    client.close();
+    drop(client);
+    let stopped = server.stop(std::time::Duration::from_secs(10));
+    let emptied = empty_dir(dir);
+    stopped.map_err(|e| format!("diod: {e}"))?;
+    emptied.map_err(|e| format!("cannot empty {show}: {e}"))?;
+    Ok(out)
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn empty_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn id(v: u32) -> i64 {

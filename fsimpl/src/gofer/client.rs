@@ -1811,6 +1811,13 @@ impl Client {
         })
     }
 
+    /// Gives a fid back without waiting: its Tclunk is sent before the next
+    /// fid is allocated, or at [`Client::close`]. For owners that let go of
+    /// fids where a round trip must not happen (a `Drop` under a caller's lock).
+    pub fn clunk_deferred(&self, fid: Fid) {
+        self.quarantine_fid(fid.num);
+    }
+
     /// How many fids the client holds (for tests and leak checks).
     pub fn live_fids(&self) -> usize {
         self.shared.fids.lock().live.len()

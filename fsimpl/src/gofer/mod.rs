@@ -7,15 +7,20 @@
 //! Rlerror codes passed through as Linux errnos and protocol breakage
 //! reported as `EIO`.
 //!
+//! [`fs`] is the `9p` filesystem type on the VFS core.
+//!
 //! [`memserver`] is a small in-memory 9P server used by the tests and the
 //! benchmarks; it is not meant to serve real workloads.
 
 pub mod client;
+pub mod diod;
+pub mod fs;
 pub mod memserver;
 pub mod transport;
 pub mod wire;
 
 pub use client::{Client, ClientOptions, DirEntry, Fid, Pending, AT_REMOVEDIR, DEFAULT_MSIZE};
+pub use fs::{CacheMode, GoferFs, GoferInode, GoferType};
 pub use memserver::MemServer;
 pub use transport::{MountOptions, Transport, TransportSpec};
 pub use wire::{decode, Attr, DecodeError, Msg, Qid, SetAttr, StatFs};
