@@ -239,6 +239,13 @@ pub trait FilesystemOps: Send + Sync + 'static {
         String::new()
     }
 
+    /// Whether the filesystem can never be written (verity): its superblock
+    /// is read-only whatever the mount flags say, so writes fail with `EROFS`
+    /// before any other check.
+    fn is_readonly(&self) -> bool {
+        false
+    }
+
     /// Applies new mount data on `MS_REMOUNT`.
     fn remount(&self, _data: &crate::fstype::MountData) -> Result<()> {
         Ok(())

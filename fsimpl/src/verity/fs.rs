@@ -424,6 +424,10 @@ impl VerityFs {
 }
 
 impl FilesystemOps for VerityFs {
+    fn is_readonly(&self) -> bool {
+        true
+    }
+
     fn statfs(&self) -> Result<Statfs> {
         let mut st = self.lower_root.mount.fs().ops().statfs().unwrap_or(Statfs {
             bsize: STATFS_BSIZE,

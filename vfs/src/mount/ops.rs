@@ -78,7 +78,7 @@ impl Vfs {
         at: Option<PathBase<'_>>,
     ) -> Result<Arc<Mount>> {
         let fs = self.new_filesystem(cred, fstype, source, flags, data, true, at)?;
-        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY));
+        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY) || fs.ops().is_readonly());
         let root = fs.root().clone();
         Ok(Mount::new(
             fs,
@@ -326,7 +326,7 @@ impl Vfs {
         at: Option<PathBase<'_>>,
     ) -> Result<()> {
         let fs = self.new_filesystem(cred, fstype, source, flags, data, false, at)?;
-        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY));
+        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY) || fs.ops().is_readonly());
         let root = fs.root().clone();
         let m = Mount::new(
             fs,
@@ -430,7 +430,9 @@ impl Vfs {
                 vd.mount.set_readonly(true)?;
             }
             vd.mount.fs().ops().remount(&md)?;
-            vd.mount.fs().set_readonly(ro);
+            vd.mount
+                .fs()
+                .set_readonly(ro || vd.mount.fs().ops().is_readonly());
         }
         vd.mount.set_readonly(f.contains(MntFlags::RDONLY))?;
         vd.mount.set_other_flags(f);
