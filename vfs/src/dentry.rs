@@ -246,23 +246,18 @@ impl Dentry {
             .is_none_or(|d| d.children.read().by_name.is_empty())
     }
 
-    /// Entries at positions ≥ `pos`, with the position after each.
-    pub(crate) fn children_from(&self, pos: u64, max: usize) -> Vec<(Name, FileType, u64, u64)> {
+    /// Entries at positions ≤ `pos`, newest first: how tmpfs's stable
+    /// directory offsets read (a position names the newest entry still to
+    /// come, so entries added after a listing began are not in it).
+    pub(crate) fn children_upto(&self, pos: u64) -> Vec<(Name, FileType)> {
         let Some(dir) = self.dir.as_ref() else {
             return Vec::new();
         };
         let ch = dir.children.read();
         ch.order
-            .range(pos.max(FIRST_POS)..)
-            .take(max)
-            .map(|(&p, d)| {
-                (
-                    d.link.read().name.clone(),
-                    d.ftype,
-                    d.inode.stat().ino,
-                    p + 1,
-                )
-            })
+            .range(..=pos)
+            .rev()
+            .map(|(_, d)| (d.link.read().name.clone(), d.ftype))
             .collect()
     }
 
@@ -299,6 +294,35 @@ impl Dentry {
             }
         }
         victims.len()
+    }
+
+    /// [`Dentry::prune_unused`] over the whole cached tree below this
+    /// directory, deepest directories first so that a directory emptied of
+    /// unused children is freed with them. Returns how many were freed.
+    pub fn prune_unused_tree(self: &Arc<Self>) -> usize {
+        // Breadth-first, so every directory comes after its ancestors; each
+        // is pruned and let go before its parent, whose count it would raise.
+        let mut dirs = vec![self.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Some(ds) = dirs[i].dir.as_ref() {
+                let ch = ds.children.read();
+                let sub: Vec<_> = ch
+                    .by_name
+                    .values()
+                    .filter(|c| c.is_dir())
+                    .cloned()
+                    .collect();
+                drop(ch);
+                dirs.extend(sub);
+            }
+            i += 1;
+        }
+        let mut freed = 0;
+        while let Some(d) = dirs.pop() {
+            freed += d.prune_unused();
+        }
+        freed
     }
 
     /// Whether `self` is `anc` or below it, following parents.

@@ -276,10 +276,13 @@ impl OpenFile {
                 out.push((b"..".to_vec(), DirentType::Dir));
                 *pos = 2;
             }
-            // One snapshot under one lock, so a concurrent rename cannot
-            // show an entry twice in a single call.
-            if *pos < DIR_OFFSET_EOD {
-                for (name, ft, _ino, _next) in d.children_from(*pos, usize::MAX) {
+            // Position 2 starts at the newest entry, a higher one at the
+            // newest entry at or below it; the end is DIR_OFFSET_EOD. One
+            // snapshot under one lock, so a concurrent rename cannot show an
+            // entry twice in a single call.
+            if *pos != DIR_OFFSET_EOD {
+                let start = if *pos == 2 { u64::MAX } else { *pos };
+                for (name, ft) in d.children_upto(start) {
                     out.push((name.to_vec(), ft.dirent_type()));
                 }
             }

@@ -66,6 +66,8 @@ pub struct Walker<'a, 'p> {
     /// A trailing slash was seen on the final component (of the path or of a
     /// followed link): the result must be a directory.
     pub must_be_dir: bool,
+    /// Whether Linux would have looked the root up by now (see `jump_root`).
+    root_set: bool,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -91,12 +93,9 @@ impl<'a, 'p> Walker<'a, 'p> {
             // `jump_root`'s checks, made before anything is cloned: every
             // reference count touched here is a write to a line that other
             // threads walking the same tree share.
+            // An absolute path argument may start on another mount than the
+            // root even with RESOLVE_NO_XDEV (`nd_jump_root` allows it).
             if resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
-                return Err(Errno::EXDEV);
-            }
-            if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
-                && !Arc::ptr_eq(&start.mount, &root.mount)
-            {
                 return Err(Errno::EXDEV);
             }
         } else if !path.is_empty() && !start.dentry.is_dir() {
@@ -115,6 +114,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             links: 0,
             resolve,
             must_be_dir: false,
+            root_set: absolute || scoped,
         };
         w.segs.push(Seg {
             buf: Cow::Borrowed(path),
@@ -132,12 +132,16 @@ impl<'a, 'p> Walker<'a, 'p> {
         if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
             return Err(Errno::EXDEV);
         }
+        // Linux compares with a root it may not have looked up yet (a
+        // relative walk sets it at its first `..`), and an unset root counts
+        // as another mount.
         if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
-            && !Arc::ptr_eq(&self.cur.mount, &self.root.mount)
+            && (!self.root_set || !Arc::ptr_eq(&self.cur.mount, &self.root.mount))
         {
             return Err(Errno::EXDEV);
         }
         self.cur = self.root.clone();
+        self.root_set = true;
         Ok(())
     }
 
@@ -313,6 +317,7 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// `..`: stays at the root, climbs out of mount roots, then goes to the parent.
     pub fn dotdot(&mut self) -> Result<()> {
+        self.root_set = true;
         let orig = self.cur.clone();
         loop {
             if self.cur.same(&self.root) {
@@ -328,7 +333,14 @@ impl<'a, 'p> Walker<'a, 'p> {
             if !self.cur.is_mount_root() {
                 break;
             }
-            match self.cur.mount.parent() {
+            // The namespace's hidden base stands for Linux's rootfs: climbing
+            // onto it is like having no parent.
+            match self
+                .cur
+                .mount
+                .parent()
+                .filter(|(pm, _)| !pm.is_namespace_base())
+            {
                 Some((pm, mp)) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
                         return Err(self.unlazy(Errno::EXDEV));

@@ -118,6 +118,8 @@ pub struct Mount {
     pub(crate) link: RwLock<MountLink>,
     pub(crate) prop: Mutex<Prop>,
     expiry_mark: std::sync::atomic::AtomicBool,
+    /// The empty mount under a namespace's root (see `Vfs::new_namespace`).
+    ns_base: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_MOUNT_ID: AtomicU64 = AtomicU64::new(21);
@@ -144,6 +146,7 @@ impl Mount {
             link: RwLock::new(MountLink::default()),
             prop: Mutex::new(Prop::default()),
             expiry_mark: std::sync::atomic::AtomicBool::new(false),
+            ns_base: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -255,6 +258,11 @@ impl Mount {
     /// Marks the mount for expiry (`MNT_EXPIRE`); returns whether it was already marked.
     pub fn mark_expiry(&self) -> bool {
         self.expiry_mark.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether this is the hidden empty mount under a namespace's root.
+    pub fn is_namespace_base(&self) -> bool {
+        self.ns_base.load(Ordering::Relaxed)
     }
 
     /// Whether the mount was unmounted.

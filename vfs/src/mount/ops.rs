@@ -112,6 +112,8 @@ impl Vfs {
         );
         let base_root = base_fs.root().clone();
         let base = Mount::new(base_fs, base_root.clone(), MntFlags::RDONLY, "rootfs");
+        base.ns_base
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let ns = MountNamespace::new(base.clone(), self.max_mounts());
         let _g = self.namespace_lock.lock();
         self.attach_locked(&ns, &root, &base, &base_root)?;
