@@ -140,6 +140,9 @@ impl OpenFile {
 
     /// `pread(2)`.
     pub fn pread(&self, buf: &mut [u8], off: i64) -> Result<usize> {
+        if self.ops.as_deref().is_some_and(|o| !o.seekable()) {
+            return Err(Errno::ESPIPE);
+        }
         if !self.readable {
             return Err(Errno::EBADF);
         }
@@ -196,6 +199,10 @@ impl OpenFile {
 
     /// `pwrite(2)`. As on Linux, `O_APPEND` makes it write at the end.
     pub fn pwrite(&self, cred: &Credentials, buf: &[u8], off: i64) -> Result<usize> {
+        // FMODE_PWRITE is checked before the access mode.
+        if self.ops.as_deref().is_some_and(|o| !o.seekable()) {
+            return Err(Errno::ESPIPE);
+        }
         if !self.writable {
             return Err(Errno::EBADF);
         }
@@ -308,10 +315,7 @@ impl OpenFile {
         if self.is_path() {
             return Err(Errno::EBADF);
         }
-        match self.ops.as_deref() {
-            Some(o) => o.fsync(),
-            None => Ok(()),
-        }
+        self.ops()?.fsync()
     }
 
     /// `fallocate(2)`.

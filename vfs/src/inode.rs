@@ -218,9 +218,10 @@ pub trait FileOps: Send + Sync {
         Err(Errno::EOPNOTSUPP)
     }
 
-    /// `fsync(2)`.
+    /// `fsync(2)`. Files with nothing to flush say so; the default, like
+    /// a Linux file without `fsync`, is `EINVAL` (pipes, most devices).
     fn fsync(&self) -> Result<()> {
-        Ok(())
+        Err(Errno::EINVAL)
     }
 
     /// A device-specific control call. `arg` is the in/out buffer of the call.

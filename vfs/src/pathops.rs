@@ -53,6 +53,11 @@ fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Op
     if name.len() > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
+    // A removed directory holds nothing and can get nothing (`IS_DEADDIR`
+    // in `lookup_one_qstr_excl`), before any existence check.
+    if dir.is_dead() {
+        return Err(Errno::ENOENT);
+    }
     let coherence = dir.inode().coherence();
     if let Some(c) = dir.cached_child(name) {
         if coherence != Coherence::Revalidate
@@ -94,6 +99,21 @@ fn may_delete(
         return Err(Errno::ENOENT);
     }
     Ok(())
+}
+
+/// `inode_permission`: a read-only filesystem refuses writes to regular
+/// files, directories and links with `EROFS` before the mode bits are asked.
+fn inode_permission(cred: &Credentials, vd: &VirtualDentry, want: May) -> Result<()> {
+    if want.contains(May::WRITE)
+        && vd.mount.fs().is_readonly()
+        && matches!(
+            vd.dentry.file_type(),
+            FileType::Regular | FileType::Directory | FileType::Symlink
+        )
+    {
+        return Err(Errno::EROFS);
+    }
+    perm::check(cred, vd.dentry.inode().owner(), want)
 }
 
 /// Marks `victim` dead unless something is mounted on it (`EBUSY`); see
@@ -730,8 +750,7 @@ impl Vfs {
             return Ok(());
         }
         let want = May::from_bits_truncate(mode.bits());
-        let o = vd.dentry.inode().owner();
-        perm::check(&cred, o, want)?;
+        inode_permission(&cred, &vd, want)?;
         if want.contains(May::EXEC)
             && vd.dentry.file_type() == FileType::Regular
             && vd.mount.flags().contains(MntFlags::NOEXEC)
@@ -1255,7 +1274,7 @@ impl Vfs {
             _ => {}
         }
         let inode = vd.dentry.inode().clone();
-        perm::check(cred, inode.owner(), want)?;
+        inode_permission(cred, &vd, want)?;
         if flags.contains(OpenFlags::O_NOATIME) && !perm::is_owner_or_capable(cred, inode.owner()) {
             return Err(Errno::EPERM);
         }

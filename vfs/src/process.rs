@@ -573,6 +573,9 @@ impl Process {
             return v.do_change_type(&ns, &tgt, flags);
         }
         if flags.contains(MountFlags::MS_MOVE) {
+            if source.is_empty() {
+                return Err(Errno::EINVAL);
+            }
             let src = v.lookup(&ctx, &st.cwd, source, true, false)?;
             return v.do_move(&ns, &src, &tgt);
         }
@@ -623,6 +626,18 @@ impl Process {
         if !vd.is_mount_root() {
             return Err(Errno::EINVAL);
         }
+        {
+            // `can_umount`: the mount must be in our namespace.
+            let l = vd.mount.link.read();
+            if !l.connected
+                || !l
+                    .ns
+                    .upgrade()
+                    .is_some_and(|n| Arc::ptr_eq(&n, &self.namespace()))
+            {
+                return Err(Errno::EINVAL);
+            }
+        }
         let root_mount = Arc::ptr_eq(&vd.mount, &st.root.mount);
         if flags.contains(UmountFlags::MNT_EXPIRE)
             && (root_mount || flags.intersects(UmountFlags::MNT_FORCE | UmountFlags::MNT_DETACH))
@@ -638,7 +653,7 @@ impl Process {
         // filesystem read-only instead (`do_umount_root`), which open
         // writers make busy.
         if root_mount && !flags.contains(UmountFlags::MNT_DETACH) {
-            if vd.mount.has_writers() {
+            if Vfs::fs_has_writers(&ns, vd.mount.fs()) {
                 return Err(Errno::EBUSY);
             }
             vd.mount.fs().set_readonly(true);

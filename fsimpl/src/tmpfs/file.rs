@@ -227,6 +227,11 @@ impl FileOps for RegularFile {
         self.data().map_or(0, |d| d.read().size)
     }
 
+    fn fsync(&self) -> Result<()> {
+        // Memory is as durable as tmpfs gets.
+        Ok(())
+    }
+
     fn seek_data_hole(&self, off: u64, data: bool) -> Result<u64> {
         self.data()?.read().seek_data_hole(off, data)
     }

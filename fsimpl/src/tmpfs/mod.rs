@@ -805,7 +805,11 @@ mod acl {
 /// An open directory: the VFS reads authoritative directories itself.
 struct DirFile;
 
-impl FileOps for DirFile {}
+impl FileOps for DirFile {
+    fn fsync(&self) -> Result<()> {
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests;

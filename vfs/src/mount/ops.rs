@@ -208,6 +208,14 @@ impl Vfs {
         out
     }
 
+    /// Whether any mount of `fs` in `ns` has writers (`sb_prepare_remount_readonly`).
+    pub(crate) fn fs_has_writers(ns: &Arc<MountNamespace>, fs: &Arc<Filesystem>) -> bool {
+        ns.mounts
+            .lock()
+            .iter()
+            .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
+    }
+
     /// The first check of every attach (`lock_mount`): a removed or
     /// detached place is gone.
     fn lock_mount(target: &VirtualDentry) -> Result<()> {
@@ -428,8 +436,10 @@ impl Vfs {
             let md = MountData::parse(data)?;
             let ro = f.contains(MntFlags::RDONLY);
             if ro && !vd.mount.fs().is_readonly() {
-                // Going read-only needs no writers on this mount.
-                vd.mount.set_readonly(true)?;
+                // Going read-only needs no writers on any mount of the filesystem.
+                if Self::fs_has_writers(ns, vd.mount.fs()) {
+                    return Err(Errno::EBUSY);
+                }
             }
             vd.mount.fs().ops().remount(&md)?;
             vd.mount
@@ -480,8 +490,9 @@ impl Vfs {
         }
         let at = self.top_of(target);
         Self::check_in_ns(ns, &at.mount)?;
+        // do_move_mount answers a type mismatch with EINVAL (not graft's ENOTDIR).
         if at.dentry.is_dir() != m.root().is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::EINVAL);
         }
         if let Some((p, _)) = m.parent() {
             if p.prop.lock().shared.is_some() {
