@@ -42,6 +42,7 @@
 //! directory's `op` lock only (as under Linux's `i_rwsem`).
 
 pub mod abi;
+pub mod acl;
 pub mod cred;
 pub mod dentry;
 pub mod device;

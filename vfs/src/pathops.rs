@@ -980,6 +980,7 @@ impl Vfs {
         vd: &VirtualDentry,
         name: &[u8],
     ) -> Result<Vec<u8>> {
+        Self::acl_target(vd, name)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, false)?;
         Self::xattr_suffix(name)?;
         vd.dentry.inode().getxattr(name)
@@ -1017,6 +1018,14 @@ impl Vfs {
         value: &[u8],
         flags: XattrFlags,
     ) -> Result<()> {
+        // The value is checked first (`posix_acl_from_xattr`), and an empty
+        // one means "no ACL", which removing gives too.
+        if crate::acl::kind(name).is_some() {
+            Self::acl_target(vd, name)?;
+            if crate::acl::parse(value)? == crate::acl::Acl::Empty {
+                return self.removexattr_vd(cred, vd, name);
+            }
+        }
         let _w = begin_write(vd)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         Self::xattr_suffix(name)?;
@@ -1059,10 +1068,29 @@ impl Vfs {
     ) -> Result<()> {
         Self::xattr_name(name)?;
         let vd = self.lookup(ctx, start, path, follow, false)?;
-        let _w = begin_write(&vd)?;
-        perm::check_xattr(ctx.cred, vd.dentry.inode().owner(), name, true)?;
+        self.removexattr_vd(ctx.cred, &vd, name)
+    }
+
+    /// Removes an extended attribute of a location.
+    pub fn removexattr_vd(
+        &self,
+        cred: &Credentials,
+        vd: &VirtualDentry,
+        name: &[u8],
+    ) -> Result<()> {
+        Self::acl_target(vd, name)?;
+        let _w = begin_write(vd)?;
+        perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         Self::xattr_suffix(name)?;
         vd.dentry.inode().removexattr(name)
+    }
+
+    /// Symbolic links have no ACLs (`EOPNOTSUPP`), whoever asks.
+    fn acl_target(vd: &VirtualDentry, name: &[u8]) -> Result<()> {
+        if crate::acl::kind(name).is_some() && vd.dentry.file_type() == FileType::Symlink {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        Ok(())
     }
 
     /// `openat2(2)`, which `open` and `openat` also use (with `strict`

@@ -566,6 +566,9 @@ impl Process {
             return v.do_remount(&ns, &tgt, flags, data, flags.contains(MountFlags::MS_BIND));
         }
         if flags.contains(MountFlags::MS_BIND) {
+            if source.is_empty() {
+                return Err(Errno::EINVAL);
+            }
             let src = v.lookup(&ctx, &st.cwd, source, true, false)?;
             return v.do_bind(&ns, &src, &tgt, flags.contains(MountFlags::MS_REC));
         }

@@ -234,6 +234,9 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Looks `name` up in the current directory (no mount crossing).
     fn lookup_name(&self, name: &[u8]) -> Result<Arc<Dentry>> {
+        if name.len() > NAME_MAX {
+            return Err(self.unlazy(Errno::ENAMETOOLONG));
+        }
         match lookup_in(self.cred, &self.cur.dentry, name) {
             // Linux keeps no negative entry for a name it never looked up, so
             // a cached-only walk gives up on a miss.
@@ -249,9 +252,6 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// step keeps the current mount and only swaps the dentry, so a walk
     /// within one mount touches no mount reference count.
     fn step(&mut self, name: &[u8]) -> Result<Option<VirtualDentry>> {
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
         let dentry = self.lookup_name(name)?;
         if dentry.is_mountpoint() {
             let mut vd = VirtualDentry {
@@ -276,9 +276,6 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Looks `name` up in the current directory and crosses any mount on it.
     pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
-        if name.len() > NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
-        }
         let dentry = self.lookup_name(name)?;
         let mut vd = VirtualDentry {
             mount: self.cur.mount.clone(),
@@ -322,7 +319,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         loop {
             if self.cur.same(&self.root) {
                 if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
-                    return Err(Errno::EXDEV);
+                    return Err(self.unlazy(Errno::EXDEV));
                 }
                 // `..` stays at the root, then steps onto anything mounted on it.
                 let mut vd = self.cur.clone();
@@ -353,7 +350,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 None => {
                     // The top of the tree: like the root, `..` stays put.
                     if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
-                        return Err(Errno::EXDEV);
+                        return Err(self.unlazy(Errno::EXDEV));
                     }
                     let mut vd = orig;
                     self.follow_mounts(&mut vd)?;

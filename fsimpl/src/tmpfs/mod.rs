@@ -21,6 +21,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use tessera_vfs::abi::*;
+use tessera_vfs::acl;
 use tessera_vfs::fstype::{
     parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
 };
@@ -33,6 +34,10 @@ pub use file::PAGE_SIZE;
 
 /// The magic number `statfs` reports.
 pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// The share of the inode space one inode costs (`BOGO_INODE_SIZE`).
+const BOGO_INODE_SIZE: u64 = 1024;
+/// The fixed part of an extended attribute's cost (`struct simple_xattr`).
+const SIMPLE_XATTR_SIZE: usize = 40;
 /// The size tmpfs gives each directory entry (`BOGO_DIRENT_SIZE`).
 const BOGO_DIRENT_SIZE: u64 = 20;
 
@@ -134,7 +139,7 @@ impl FilesystemType for TmpfsType {
                 max_inodes: inodes.unwrap_or(0),
             }),
             used_pages: AtomicU64::new(0),
-            used_inodes: AtomicU64::new(0),
+            used_ispace: AtomicU64::new(0),
             next_ino: AtomicU64::new(1),
             clock: req.vfs.clock(),
             root_mode: mode.unwrap_or(0o1777) & 0o7777,
@@ -160,7 +165,7 @@ impl FilesystemType for TmpfsType {
 pub struct TmpfsFs {
     limits: RwLock<Limits>,
     used_pages: AtomicU64,
-    used_inodes: AtomicU64,
+    used_ispace: AtomicU64,
     next_ino: AtomicU64,
     clock: Arc<dyn Clock>,
     root_mode: u32,
@@ -191,26 +196,47 @@ impl TmpfsFs {
         self.used_pages.fetch_sub(n, Ordering::AcqRel);
     }
 
-    fn reserve_inode(&self) -> Result<()> {
-        let max = self.limits.read().max_inodes;
+    /// Takes `bytes` of the inode space: `nr_inodes` × [`BOGO_INODE_SIZE`],
+    /// which inodes, extra names and extended attributes share, as in
+    /// Linux's tmpfs (`free_ispace`). Without a limit nothing is counted
+    /// against, but the use is still tracked.
+    fn reserve_ispace(&self, bytes: u64) -> Result<()> {
+        let max = self
+            .limits
+            .read()
+            .max_inodes
+            .saturating_mul(BOGO_INODE_SIZE);
         if max == 0 {
-            self.used_inodes.fetch_add(1, Ordering::Relaxed);
+            self.used_ispace.fetch_add(bytes, Ordering::Relaxed);
             return Ok(());
         }
-        self.used_inodes
+        self.used_ispace
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                if u < max {
-                    Some(u + 1)
-                } else {
-                    None
-                }
+                u.checked_add(bytes).filter(|&v| v <= max)
             })
             .map(|_| ())
             .map_err(|_| Errno::ENOSPC)
     }
 
+    fn release_ispace(&self, bytes: u64) {
+        self.used_ispace.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    fn reserve_inode(&self) -> Result<()> {
+        self.reserve_ispace(BOGO_INODE_SIZE)
+    }
+
     fn release_inode(&self) {
-        self.used_inodes.fetch_sub(1, Ordering::AcqRel);
+        self.release_ispace(BOGO_INODE_SIZE);
+    }
+
+    /// What an extended attribute costs (`simple_xattr_space`), charged
+    /// only when the filesystem has an inode limit.
+    fn xattr_cost(&self, name: &[u8], value: &[u8]) -> u64 {
+        if self.limits.read().max_inodes == 0 {
+            return 0;
+        }
+        (SIMPLE_XATTR_SIZE + value.len() + name.len() + 1) as u64
     }
 }
 
@@ -218,7 +244,7 @@ impl FilesystemOps for TmpfsFs {
     fn statfs(&self) -> Result<Statfs> {
         let l = *self.limits.read();
         let used = self.used_pages.load(Ordering::Relaxed);
-        let iused = self.used_inodes.load(Ordering::Relaxed);
+        let iused = self.used_ispace.load(Ordering::Relaxed) / BOGO_INODE_SIZE;
         let (blocks, bfree) = if l.max_pages == 0 {
             (0, 0)
         } else {
@@ -290,7 +316,9 @@ impl FilesystemOps for TmpfsFs {
             l.max_pages = pages;
         }
         if let Some(n) = inodes {
-            if n != 0 && n < self.used_inodes.load(Ordering::Relaxed) {
+            if n != 0
+                && n.saturating_mul(BOGO_INODE_SIZE) < self.used_ispace.load(Ordering::Relaxed)
+            {
                 return Err(Errno::EINVAL);
             }
             l.max_inodes = n;
@@ -448,6 +476,9 @@ impl Drop for TmpInode {
         if let Some(fs) = self.fs.upgrade() {
             if let Data::Regular(d) = &mut self.data {
                 fs.release_pages(d.get_mut().pages_held());
+            }
+            if let Some(x) = self.xattrs.get_mut().take() {
+                fs.release_ispace(x.iter().map(|(k, v)| fs.xattr_cost(k, v)).sum());
             }
             fs.release_inode();
         }
@@ -673,7 +704,7 @@ impl Inode for TmpInode {
     }
 
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
-        if let Some(default) = acl_kind(name) {
+        if let Some(default) = acl::kind(name) {
             match acl::parse(value)? {
                 _ if default && self.ftype != FileType::Directory => return Err(Errno::EACCES),
                 // An ACL that says no more than the mode bits becomes them
@@ -683,24 +714,25 @@ impl Inode for TmpInode {
                     let old = self.mode.load(Ordering::Acquire);
                     self.mode.store((old & !0o777) | bits, Ordering::Release);
                     drop(m);
-                    if let Some(x) = self.xattrs.lock().as_mut() {
-                        x.remove(name);
-                    }
-                    self.touch_ctime(0);
-                    return Ok(());
+                    return self.removexattr(name);
                 }
                 _ => {}
             }
         }
+        let fs = self.fs()?;
         {
             let mut x = self.xattrs.lock();
             let map = x.get_or_insert_with(Default::default);
-            let exists = map.contains_key(name);
-            if flags.contains(XattrFlags::XATTR_CREATE) && exists {
+            let old = map.get(name).map(|v| fs.xattr_cost(name, v));
+            if flags.contains(XattrFlags::XATTR_CREATE) && old.is_some() {
                 return Err(Errno::EEXIST);
             }
-            if flags.contains(XattrFlags::XATTR_REPLACE) && !exists {
+            if flags.contains(XattrFlags::XATTR_REPLACE) && old.is_none() {
                 return Err(Errno::ENODATA);
+            }
+            fs.reserve_ispace(fs.xattr_cost(name, value))?;
+            if let Some(cost) = old {
+                fs.release_ispace(cost);
             }
             map.insert(name.into(), value.into());
         }
@@ -721,84 +753,19 @@ impl Inode for TmpInode {
         {
             let mut x = self.xattrs.lock();
             let removed = x.as_mut().and_then(|m| m.remove(name));
-            // Removing an ACL sets "no ACL", which is never an error.
-            if removed.is_none() && acl_kind(name).is_none() {
-                return Err(Errno::ENODATA);
+            match removed {
+                Some(v) => {
+                    if let Ok(fs) = self.fs() {
+                        fs.release_ispace(fs.xattr_cost(name, &v));
+                    }
+                }
+                // Removing an ACL sets "no ACL", which is never an error.
+                None if acl::kind(name).is_some() => {}
+                None => return Err(Errno::ENODATA),
             }
         }
         self.touch_ctime(0);
         Ok(())
-    }
-}
-
-/// Whether `name` is a POSIX ACL attribute, and whether the default one.
-fn acl_kind(name: &[u8]) -> Option<bool> {
-    match name {
-        b"system.posix_acl_access" => Some(false),
-        b"system.posix_acl_default" => Some(true),
-        _ => None,
-    }
-}
-
-/// The POSIX ACL xattr format (`posix_acl_xattr_header` + entries), checked
-/// as `posix_acl_from_xattr` and `posix_acl_valid` do. ACLs are stored, not
-/// enforced: permission checks use the mode bits.
-mod acl {
-    use tessera_vfs::abi::*;
-
-    const VERSION: u32 = 2;
-    const USER_OBJ: u16 = 1;
-    const USER: u16 = 2;
-    const GROUP_OBJ: u16 = 4;
-    const GROUP: u16 = 8;
-    const MASK: u16 = 0x10;
-    const OTHER: u16 = 0x20;
-
-    /// A parsed ACL.
-    pub(super) enum Acl {
-        /// Equivalent to these permission bits.
-        Mode(u32),
-        /// Needs the extended entries.
-        Extended,
-    }
-
-    pub(super) fn parse(v: &[u8]) -> Result<Acl> {
-        if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
-            return Err(Errno::EINVAL);
-        }
-        if u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != VERSION {
-            return Err(Errno::EOPNOTSUPP);
-        }
-        let (mut user_obj, mut group_obj, mut other, mut mask) = (None, None, None, None);
-        let mut named = 0;
-        let mut last_tag = 0u16;
-        for e in v[4..].chunks_exact(8) {
-            let tag = u16::from_le_bytes([e[0], e[1]]);
-            let perm = u16::from_le_bytes([e[2], e[3]]) as u32;
-            if perm & !7 != 0 || tag < last_tag {
-                return Err(Errno::EINVAL);
-            }
-            let dup = |slot: &Option<u32>| slot.is_some();
-            match tag {
-                USER_OBJ if !dup(&user_obj) => user_obj = Some(perm),
-                GROUP_OBJ if !dup(&group_obj) => group_obj = Some(perm),
-                OTHER if !dup(&other) => other = Some(perm),
-                MASK if !dup(&mask) => mask = Some(perm),
-                USER | GROUP => named += 1,
-                _ => return Err(Errno::EINVAL),
-            }
-            last_tag = tag;
-        }
-        let (Some(u), Some(g), Some(o)) = (user_obj, group_obj, other) else {
-            return Err(Errno::EINVAL);
-        };
-        if named > 0 && mask.is_none() {
-            return Err(Errno::EINVAL);
-        }
-        if named == 0 && mask.is_none() {
-            return Ok(Acl::Mode((u << 6) | (g << 3) | o));
-        }
-        Ok(Acl::Extended)
     }
 }
 
