@@ -29,6 +29,9 @@ pub(crate) struct FileData {
     pub(crate) size: u64,
 }
 
+/// The index of the page that ends at 2^63.
+const LAST_PAGE: u64 = (1u64 << 63) / PAGE_SIZE as u64 - 1;
+
 /// The largest file size (`MAX_LFS_FILESIZE`).
 const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
@@ -119,15 +122,23 @@ impl FileData {
         let mut idx = off / PAGE_SIZE as u64;
         let last = (self.size - 1) / PAGE_SIZE as u64;
         while idx <= last {
-            let present = self.pages.contains_key(&idx);
+            // Linux computes the end of the page holding the offset as a
+            // signed 64-bit value; for the very last page it wraps, and
+            // SEEK_DATA never sees that page's data.
+            let present = self.pages.contains_key(&idx) && !(data && idx == LAST_PAGE);
             if present == data {
                 let at = (idx * PAGE_SIZE as u64).max(off);
                 return Ok(at.min(self.size));
             }
             // Jump over runs quickly: the next present page, or the next gap.
             idx = if data {
-                match self.pages.range(idx..).next() {
-                    Some((&i, _)) => i,
+                match self
+                    .pages
+                    .range(idx..)
+                    .map(|(&i, _)| i)
+                    .find(|&i| i != LAST_PAGE)
+                {
+                    Some(i) => i,
                     None => return Err(Errno::ENXIO),
                 }
             } else {
