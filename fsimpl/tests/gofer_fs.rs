@@ -135,8 +135,15 @@ fn dcache_bound_prunes_unused_dentries() {
     let (p, fs) = mount(ours, ",dcache=16").unwrap();
     let g = gofer(&fs);
     g.attach_root(fs.root());
+    p.mkdirat(AT_FDCWD, b"/d", 0o755).unwrap();
+    p.mkdirat(AT_FDCWD, b"/d/e", 0o755).unwrap();
     for i in 0..200 {
-        let name = format!("/f{i}");
+        // Some at the root, most two levels down: the prune reaches the whole tree.
+        let name = if i % 4 == 0 {
+            format!("/f{i}")
+        } else {
+            format!("/d/e/f{i}")
+        };
         let fd = p
             .openat(
                 AT_FDCWD,
@@ -151,7 +158,8 @@ fn dcache_bound_prunes_unused_dentries() {
     assert!(p.fstatat(AT_FDCWD, b"/missing", AtFlags::empty()).is_err());
     assert!(g.live_inodes() <= 17, "{} inodes alive", g.live_inodes());
     // Pruned names are looked up again.
-    assert!(p.fstatat(AT_FDCWD, b"/f7", AtFlags::empty()).is_ok());
+    assert!(p.fstatat(AT_FDCWD, b"/d/e/f7", AtFlags::empty()).is_ok());
+    assert!(p.fstatat(AT_FDCWD, b"/f8", AtFlags::empty()).is_ok());
     assert!(
         g.client().live_fids() < 40,
         "{} fids",

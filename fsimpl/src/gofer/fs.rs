@@ -398,18 +398,7 @@ impl Shared {
         let Some(root) = self.root_dentry.lock().upgrade() else {
             return 0;
         };
-        // `prune_unused` frees the unreferenced leaves of one directory; the
-        // VFS offers no walk over cached children, so the root's level is
-        // what can be pruned from here (see the module docs).
-        let mut freed = 0;
-        loop {
-            let n = root.prune_unused();
-            freed += n;
-            if n == 0 {
-                break;
-            }
-        }
-        freed
+        root.prune_unused_tree()
     }
 
     fn maybe_prune(&self) {
