@@ -53,6 +53,7 @@ pub mod invariants;
 pub mod mount;
 pub mod pathops;
 pub mod perm;
+pub mod pipe;
 pub mod process;
 pub mod walk;
 

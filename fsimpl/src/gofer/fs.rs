@@ -77,13 +77,7 @@ use super::client::{Client, ClientOptions, Fid, AT_REMOVEDIR};
 use super::transport::{Transport, TransportSpec};
 use super::wire::{self, getattr, setattr, Attr};
 
-// FIFOs are local to the client, as in Linux v9fs: their open and I/O
-// rules are tmpfs's, whose pipe module is private to it; compiling the same
-// source here shares the code without touching tmpfs (making that module
-// `pub(crate)` would let this be a `use`).
-#[path = "../tmpfs/pipe.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod pipe;
+use tessera_vfs::pipe;
 
 /// The owner shown for files the server reports without one (`-1`), unless
 /// `dfltuid=` / `dfltgid=` say otherwise (Linux v9fs's and gVisor's default).

@@ -12,7 +12,6 @@
 //! filesystem's counters are atomics. Nothing is held across a call out.
 
 mod file;
-mod pipe;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -27,6 +26,7 @@ use tessera_vfs::fstype::{
 };
 use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, NewNode};
 use tessera_vfs::perm::Owner;
+use tessera_vfs::pipe;
 use tessera_vfs::Clock;
 
 use file::FileData;

@@ -1,5 +1,7 @@
-//! FIFOs: a bounded byte buffer shared by the readers and writers of one
-//! inode, with Linux's open and I/O rules for named pipes.
+//! Named pipes: a bounded byte buffer shared by the readers and writers of
+//! one FIFO inode, with Linux's open and I/O rules (`fs/pipe.c`). Every
+//! filesystem that has FIFOs keeps one [`Pipe`] per FIFO inode and opens it
+//! with [`PipeEnd::open`].
 //!
 //! # Locking
 //!
@@ -9,9 +11,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::abi::*;
+use crate::inode::{Ctx, FileOps};
 use parking_lot::{Condvar, Mutex};
-use tessera_vfs::abi::*;
-use tessera_vfs::inode::{Ctx, FileOps};
 
 /// The capacity of a pipe (Linux's default, 16 pages).
 const PIPE_CAPACITY: usize = 65536;
@@ -28,15 +30,15 @@ struct State {
     writer_opens: u64,
 }
 
-/// The shared state of a FIFO.
+/// The shared state of a FIFO: its buffer and who has it open.
 #[derive(Default)]
-pub(crate) struct Pipe {
+pub struct Pipe {
     state: Mutex<State>,
     cond: Condvar,
 }
 
 /// One open end of a FIFO.
-pub(crate) struct PipeEnd {
+pub struct PipeEnd {
     pipe: Arc<Pipe>,
     read: bool,
     write: bool,
@@ -47,7 +49,7 @@ impl PipeEnd {
     /// Opens a FIFO as `fifo_open` does: `O_RDWR` always succeeds; a
     /// non-blocking writer with no reader gets `ENXIO`; a blocking end waits
     /// for the other side.
-    pub(crate) fn open(pipe: Arc<Pipe>, flags: OpenFlags) -> Result<PipeEnd> {
+    pub fn open(pipe: Arc<Pipe>, flags: OpenFlags) -> Result<PipeEnd> {
         let nonblock = flags.contains(OpenFlags::O_NONBLOCK);
         let (read, write) = match flags.access() {
             AccessMode::ReadOnly => (true, false),
