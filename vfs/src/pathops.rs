@@ -132,6 +132,25 @@ fn remove_claimed(victim: &Dentry, f: impl FnOnce() -> Result<()>) -> Result<()>
     f().inspect_err(|_| victim.clear_dead())
 }
 
+/// The node of a new regular file in `dir`: the umask, then the owner,
+/// group and set-gid rules of `perm::new_owner`.
+fn new_file_node(ctx: &PathCtx<'_>, dir: &Arc<Dentry>, mode: u32) -> NewNode<'static> {
+    let (uid, gid, mode) = perm::new_owner(
+        ctx.cred,
+        dir.inode().owner(),
+        FileType::Regular,
+        mode & !ctx.umask,
+    );
+    NewNode {
+        ftype: FileType::Regular,
+        mode,
+        uid,
+        gid,
+        rdev: DevId::default(),
+        target: &[],
+    }
+}
+
 /// `may_create`: permission to add a name to `dir`.
 fn may_create(cred: &Credentials, dir: &Arc<Dentry>) -> Result<()> {
     if dir.is_dead() {
@@ -1226,20 +1245,7 @@ impl Vfs {
                 None => {
                     let _wr = begin_write(&parent)?;
                     may_create(ctx.cred, &parent.dentry)?;
-                    let (uid, gid, m) = perm::new_owner(
-                        ctx.cred,
-                        parent.dentry.inode().owner(),
-                        FileType::Regular,
-                        mode & !ctx.umask,
-                    );
-                    let node = NewNode {
-                        ftype: FileType::Regular,
-                        mode: m,
-                        uid,
-                        gid,
-                        rdev: DevId::default(),
-                        target: &[],
-                    };
+                    let node = new_file_node(ctx, &parent.dentry, mode);
                     let inode =
                         parent
                             .dentry
@@ -1357,20 +1363,7 @@ impl Vfs {
         let _wr = begin_write(&dir)?;
         // No dead-directory check: Linux makes unnamed files even in a removed directory.
         perm::check(ctx.cred, dir.dentry.inode().owner(), May::WRITE | May::EXEC)?;
-        let (uid, gid, m) = perm::new_owner(
-            ctx.cred,
-            dir.dentry.inode().owner(),
-            FileType::Regular,
-            mode & !ctx.umask,
-        );
-        let node = NewNode {
-            ftype: FileType::Regular,
-            mode: m,
-            uid,
-            gid,
-            rdev: DevId::default(),
-            target: &[],
-        };
+        let node = new_file_node(ctx, &dir.dentry, mode);
         let inode = dir.dentry.inode().tmpfile(&Ctx { cred: ctx.cred }, &node)?;
         let d = Dentry::new(inode, Some(dir.dentry.clone()), b"#tmpfile"[..].into());
         d.set_dead();
