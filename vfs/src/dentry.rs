@@ -32,8 +32,9 @@ use crate::abi::*;
 use crate::fstype::FsTypeOptions;
 use crate::inode::{Coherence, FilesystemOps, Inode};
 
-/// A name of one path component.
-pub type Name = Box<[u8]>;
+/// A name of one path component. Shared: the parent's map key and the
+/// dentry's own link hold the same allocation.
+pub type Name = Arc<[u8]>;
 
 /// FxHash: names are short and not attacker-chosen in a way that matters for
 /// a per-directory map, so a fast non-keyed hash beats SipHash here.
@@ -224,8 +225,9 @@ impl Dentry {
         inode: Arc<dyn Inode>,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        let child = Dentry::new(inode, Some(self.clone()), name.into());
-        attach(dir, &child, name);
+        let shared: Name = name.into();
+        let child = Dentry::new(inode, Some(self.clone()), shared.clone());
+        attach_name(dir, &child, shared);
         Ok(child)
     }
 
@@ -249,16 +251,19 @@ impl Dentry {
     /// Entries at positions ≤ `pos`, newest first: how tmpfs's stable
     /// directory offsets read (a position names the newest entry still to
     /// come, so entries added after a listing began are not in it).
-    pub(crate) fn children_upto(&self, pos: u64) -> Vec<(Name, FileType)> {
+    pub(crate) fn children_upto(&self, pos: u64) -> Vec<(Vec<u8>, DirentType)> {
         let Some(dir) = self.dir.as_ref() else {
             return Vec::new();
         };
         let ch = dir.children.read();
-        ch.order
-            .range(..=pos)
-            .rev()
-            .map(|(_, d)| (d.link.read().name.clone(), d.ftype))
-            .collect()
+        let mut out = Vec::with_capacity(ch.by_name.len());
+        out.extend(
+            ch.order
+                .range(..=pos)
+                .rev()
+                .map(|(_, d)| (d.link.read().name.to_vec(), d.ftype.dirent_type())),
+        );
+        out
     }
 
     /// Number of cached children.
@@ -342,16 +347,21 @@ impl Dentry {
 
 /// Puts `child` into `dir` under `name` at a new position.
 pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8]) {
+    attach_name(dir, child, name.into());
+}
+
+/// [`attach`] with a name already shared.
+fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name) {
     let mut ch = dir.children.write();
     let pos = ch.next_pos;
     ch.next_pos += 1;
     {
         let mut l = child.link.write();
         l.pos = pos;
-        l.name = name.into();
+        l.name = shared.clone();
     }
     ch.order.insert(pos, child.clone());
-    ch.by_name.insert(name.into(), child.clone());
+    ch.by_name.insert(shared, child.clone());
 }
 
 static NEXT_FS_ID: AtomicU64 = AtomicU64::new(1);
@@ -381,7 +391,7 @@ impl Filesystem {
         ops: Arc<dyn FilesystemOps>,
         root: Arc<dyn Inode>,
     ) -> Arc<Filesystem> {
-        let root = Dentry::new(root, None, Box::default());
+        let root = Dentry::new(root, None, Name::from(&b""[..]));
         Arc::new(Filesystem {
             id: NEXT_FS_ID.fetch_add(1, Ordering::Relaxed),
             fstype: fstype.to_string(),

@@ -289,9 +289,7 @@ impl OpenFile {
             // entry twice in a single call.
             if *pos != DIR_OFFSET_EOD {
                 let start = if *pos == 2 { u64::MAX } else { *pos };
-                for (name, ft) in d.children_upto(start) {
-                    out.push((name.to_vec(), ft.dirent_type()));
-                }
+                out.extend(d.children_upto(start));
             }
             *pos = DIR_OFFSET_EOD;
             return Ok(out);

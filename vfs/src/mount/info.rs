@@ -17,7 +17,7 @@ pub struct PathName {
 /// Builds the path of `vd` relative to `root` (`d_path`), climbing through
 /// mount points.
 pub fn path_of(vd: &VirtualDentry, root: &VirtualDentry) -> PathName {
-    let mut names: Vec<Box<[u8]>> = Vec::new();
+    let mut names: Vec<crate::dentry::Name> = Vec::new();
     let mut cur = vd.clone();
     let reachable = loop {
         if cur.same(root) {
