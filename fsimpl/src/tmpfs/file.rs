@@ -228,8 +228,8 @@ impl FileOps for RegularFile {
         if n > 0 {
             let now = fs.now();
             let mut m = self.inode.meta.write();
-            m.mtime = now;
-            m.ctime = now;
+            m.mtime = (now).into();
+            m.ctime = (now).into();
         }
         Ok((n, at + n as u64))
     }
@@ -266,8 +266,8 @@ impl FileOps for RegularFile {
         drop(d);
         let now = fs.now();
         let mut m = self.inode.meta.write();
-        m.mtime = now;
-        m.ctime = now;
+        m.mtime = (now).into();
+        m.ctime = (now).into();
         Ok(())
     }
 }

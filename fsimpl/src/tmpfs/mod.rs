@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tessera_vfs::abi::*;
 use tessera_vfs::acl;
 use tessera_vfs::fstype::{
@@ -334,14 +334,41 @@ impl FilesystemOps for TmpfsFs {
 /// Attributes of an inode.
 struct Meta {
     nlink: u32,
-    atime: Timespec,
-    mtime: Timespec,
-    ctime: Timespec,
+    atime: Stamp,
+    mtime: Stamp,
+    ctime: Stamp,
     /// Entries of a directory (for its size).
     entries: u32,
     /// An `O_TMPFILE` inode that never had a name: linking it is allowed
     /// with a link count of 0, and does not reserve another inode.
     tmpfile: bool,
+    /// Extended attributes, allocated on first use: most files have none.
+    xattrs: Option<Box<Xattrs>>,
+}
+
+/// A time stamp in 12 bytes ([`Timespec`] pads to 16): every inode keeps
+/// three, and memory per file is one of the figures tmpfs is judged by.
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed(4))]
+struct Stamp {
+    sec: i64,
+    nsec: u32,
+}
+
+impl From<Timespec> for Stamp {
+    fn from(t: Timespec) -> Stamp {
+        Stamp {
+            sec: t.sec,
+            nsec: t.nsec,
+        }
+    }
+}
+
+impl From<Stamp> for Timespec {
+    fn from(s: Stamp) -> Timespec {
+        let (sec, nsec) = (s.sec, s.nsec);
+        Timespec { sec, nsec }
+    }
 }
 
 enum Data {
@@ -374,8 +401,6 @@ pub struct TmpInode {
     ids: AtomicU64,
     meta: RwLock<Meta>,
     data: Data,
-    /// Allocated on first use: most files have none.
-    xattrs: Mutex<Option<Box<Xattrs>>>,
 }
 
 impl TmpInode {
@@ -401,14 +426,14 @@ impl TmpInode {
                 } else {
                     1
                 },
-                atime: now,
-                mtime: now,
-                ctime: now,
+                atime: now.into(),
+                mtime: now.into(),
+                ctime: now.into(),
                 entries: 0,
                 tmpfile: false,
+                xattrs: None,
             }),
             data,
-            xattrs: Mutex::new(None),
         }))
     }
 
@@ -424,8 +449,8 @@ impl TmpInode {
     fn dir_changed(&self, entries: i32, links: i32) {
         let now = self.now();
         let mut m = self.meta.write();
-        m.mtime = now;
-        m.ctime = now;
+        m.mtime = Stamp::from(now);
+        m.ctime = Stamp::from(now);
         m.entries = m.entries.saturating_add_signed(entries);
         m.nlink = m.nlink.saturating_add_signed(links);
     }
@@ -433,7 +458,7 @@ impl TmpInode {
     fn touch_ctime(&self, links: i32) {
         let now = self.now();
         let mut m = self.meta.write();
-        m.ctime = now;
+        m.ctime = Stamp::from(now);
         m.nlink = m.nlink.saturating_add_signed(links);
     }
 
@@ -445,7 +470,7 @@ impl TmpInode {
             fs.release_inode();
         }
         m.nlink = m.nlink.saturating_sub(1);
-        m.ctime = fs.now();
+        m.ctime = Stamp::from(fs.now());
     }
 
     fn downcast(i: &Arc<dyn Inode>) -> Result<&TmpInode> {
@@ -477,7 +502,7 @@ impl Drop for TmpInode {
             if let Data::Regular(d) = &mut self.data {
                 fs.release_pages(d.get_mut().pages_held());
             }
-            if let Some(x) = self.xattrs.get_mut().take() {
+            if let Some(x) = self.meta.get_mut().xattrs.take() {
                 fs.release_ispace(x.iter().map(|(k, v)| fs.xattr_cost(k, v)).sum());
             }
             fs.release_inode();
@@ -514,10 +539,10 @@ impl Inode for TmpInode {
             ino: self.ino,
             size,
             blocks,
-            atime: m.atime,
+            atime: m.atime.into(),
             btime: Timespec::default(),
-            ctime: m.ctime,
-            mtime: m.mtime,
+            ctime: m.ctime.into(),
+            mtime: m.mtime.into(),
             rdev: self.rdev,
             dev: DevId::default(),
             mnt_id: 0,
@@ -533,8 +558,8 @@ impl Inode for TmpInode {
             let fs = self.fs()?;
             d.write().truncate(&fs, size);
             let mut m = self.meta.write();
-            m.mtime = now;
-            m.ctime = now;
+            m.mtime = Stamp::from(now);
+            m.ctime = Stamp::from(now);
         }
         let mut m = self.meta.write();
         if let Some(mode) = attr.mode {
@@ -548,12 +573,12 @@ impl Inode for TmpInode {
             self.ids.store(ids, Ordering::Release);
         }
         if let Some(t) = attr.atime {
-            m.atime = t;
+            m.atime = Stamp::from(t);
         }
         if let Some(t) = attr.mtime {
-            m.mtime = t;
+            m.mtime = Stamp::from(t);
         }
-        m.ctime = attr.ctime.unwrap_or(now);
+        m.ctime = Stamp::from(attr.ctime.unwrap_or(now));
         Ok(())
     }
 
@@ -604,7 +629,7 @@ impl Inode for TmpInode {
             }
             m.nlink += 1;
             m.tmpfile = false;
-            m.ctime = fs.now();
+            m.ctime = Stamp::from(fs.now());
         }
         self.dir_changed(1, 0);
         Ok(())
@@ -622,7 +647,7 @@ impl Inode for TmpInode {
         {
             let mut m = c.meta.write();
             m.nlink = 0;
-            m.ctime = self.now();
+            m.ctime = Stamp::from(self.now());
         }
         self.dir_changed(-1, -1);
         Ok(())
@@ -695,8 +720,9 @@ impl Inode for TmpInode {
     }
 
     fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
-        self.xattrs
-            .lock()
+        self.meta
+            .read()
+            .xattrs
             .as_ref()
             .and_then(|m| m.get(name))
             .map(|v| v.to_vec())
@@ -721,8 +747,8 @@ impl Inode for TmpInode {
         }
         let fs = self.fs()?;
         {
-            let mut x = self.xattrs.lock();
-            let map = x.get_or_insert_with(Default::default);
+            let mut meta = self.meta.write();
+            let map = meta.xattrs.get_or_insert_with(Default::default);
             let old = map.get(name).map(|v| fs.xattr_cost(name, v));
             if flags.contains(XattrFlags::XATTR_CREATE) && old.is_some() {
                 return Err(Errno::EEXIST);
@@ -742,8 +768,9 @@ impl Inode for TmpInode {
 
     fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
         Ok(self
+            .meta
+            .read()
             .xattrs
-            .lock()
             .as_ref()
             .map(|m| m.keys().map(|k| k.to_vec()).collect())
             .unwrap_or_default())
@@ -751,8 +778,8 @@ impl Inode for TmpInode {
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
         {
-            let mut x = self.xattrs.lock();
-            let removed = x.as_mut().and_then(|m| m.remove(name));
+            let mut meta = self.meta.write();
+            let removed = meta.xattrs.as_mut().and_then(|m| m.remove(name));
             match removed {
                 Some(v) => {
                     if let Ok(fs) = self.fs() {

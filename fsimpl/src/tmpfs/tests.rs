@@ -108,3 +108,12 @@ fn bad_options_are_einval() {
         );
     }
 }
+
+/// Memory per empty file is a target of the core (≤ 400 bytes, see
+/// BENCHMARKS.md): a bigger inode or dentry moves every file to the next
+/// allocator size class.
+#[test]
+fn inode_and_dentry_stay_small() {
+    assert!(std::mem::size_of::<super::TmpInode>() <= 152);
+    assert!(std::mem::size_of::<tessera_vfs::dentry::Dentry>() <= 72);
+}
