@@ -104,6 +104,16 @@ impl Process {
         self.ns.read().clone()
     }
 
+    /// The root directory (changed by `chroot` and `pivot_root`).
+    pub fn root(&self) -> VirtualDentry {
+        self.state.read().root.clone()
+    }
+
+    /// The working directory.
+    pub fn cwd(&self) -> VirtualDentry {
+        self.state.read().cwd.clone()
+    }
+
     /// The credentials.
     pub fn credentials(&self) -> Arc<Credentials> {
         self.state.read().cred.clone()

@@ -211,7 +211,12 @@ impl Mount {
 
     /// Whether writes are in progress or files are open for writing.
     pub fn has_writers(&self) -> bool {
-        self.writers.load(Ordering::Acquire) & !RO_BIT != 0
+        self.writer_count() != 0
+    }
+
+    /// How many writes are in progress plus files open for writing.
+    pub fn writer_count(&self) -> u64 {
+        self.writers.load(Ordering::Acquire) & !RO_BIT
     }
 
     /// Ends a write started by [`Mount::begin_write`].
