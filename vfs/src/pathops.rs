@@ -1037,15 +1037,17 @@ impl Vfs {
         value: &[u8],
         flags: XattrFlags,
     ) -> Result<()> {
-        // The value is checked first (`posix_acl_from_xattr`), and an empty
-        // one means "no ACL", which removing gives too.
+        let _w = begin_write(vd)?;
+        // An ACL value is checked right after EROFS (`do_set_acl` parses it
+        // before anything else), and an empty one means "no ACL", which
+        // removing gives too.
         if crate::acl::kind(name).is_some() {
+            let acl = crate::acl::parse(value)?;
             Self::acl_target(vd, name)?;
-            if crate::acl::parse(value)? == crate::acl::Acl::Empty {
+            if acl == crate::acl::Acl::Empty {
                 return self.removexattr_vd(cred, vd, name);
             }
         }
-        let _w = begin_write(vd)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         Self::xattr_suffix(name)?;
         vd.dentry.inode().setxattr(name, value, flags)

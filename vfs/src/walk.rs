@@ -89,6 +89,11 @@ impl<'a, 'p> Walker<'a, 'p> {
             resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
         let root = if scoped { start } else { root };
         let absolute = path.first() == Some(&b'/');
+        // `path_init`: RESOLVE_IN_ROOT starts at its dirfd even for an
+        // absolute path, which must then be a directory.
+        if absolute && resolve.contains(ResolveFlags::RESOLVE_IN_ROOT) && !start.dentry.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
         if absolute {
             // `jump_root`'s checks, made before anything is cloned: every
             // reference count touched here is a write to a line that other
