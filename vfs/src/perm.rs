@@ -40,14 +40,7 @@ impl Owner {
 /// `generic_permission`: mode bits, then `CAP_DAC_OVERRIDE` and
 /// `CAP_DAC_READ_SEARCH`. Fails with `EACCES`.
 pub fn check(cred: &Credentials, o: Owner, want: May) -> Result<()> {
-    let bits = if cred.fsuid == o.uid {
-        (o.mode >> 6) & 7
-    } else if cred.in_group(o.gid) {
-        (o.mode >> 3) & 7
-    } else {
-        o.mode & 7
-    };
-    if want.bits() & !bits == 0 {
+    if mode_allows(cred, o, want) {
         return Ok(());
     }
     if cred.has(Caps::DAC_OVERRIDE) {
@@ -67,6 +60,19 @@ pub fn check(cred: &Credentials, o: Owner, want: May) -> Result<()> {
         }
     }
     Err(Errno::EACCES)
+}
+
+/// Whether the mode bits alone grant `want` (`acl_permission_check`),
+/// without capabilities.
+pub fn mode_allows(cred: &Credentials, o: Owner, want: May) -> bool {
+    let bits = if cred.fsuid == o.uid {
+        (o.mode >> 6) & 7
+    } else if cred.in_group(o.gid) {
+        (o.mode >> 3) & 7
+    } else {
+        o.mode & 7
+    };
+    want.bits() & !bits == 0
 }
 
 /// `inode_owner_or_capable`: the caller owns the file or has `CAP_FOWNER`.

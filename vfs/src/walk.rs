@@ -68,6 +68,8 @@ pub struct Walker<'a, 'p> {
     pub must_be_dir: bool,
     /// Whether Linux would have looked the root up by now (see `jump_root`).
     root_set: bool,
+    /// The last component came from a symbolic link's target.
+    final_in_link: bool,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -120,6 +122,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             resolve,
             must_be_dir: false,
             root_set: absolute || scoped,
+            final_in_link: false,
         };
         w.segs.push(Seg {
             buf: Cow::Borrowed(path),
@@ -189,6 +192,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.must_be_dir = true;
             }
             if last {
+                self.final_in_link = self.segs.len() > 1;
                 self.segs.clear();
             }
             return Some((name, last));
@@ -207,7 +211,15 @@ impl<'a, 'p> Walker<'a, 'p> {
         if o.mode & 0o111 == 0o111 {
             return Ok(());
         }
-        perm::check(self.cred, o, May::EXEC)
+        // Linux's lock-free walk decides only from the mode bits; anything
+        // else (a capability, a denial to confirm) leaves it.
+        if !perm::mode_allows(self.cred, o, May::EXEC) {
+            perm::check(self.cred, o, May::EXEC).map_err(|e| self.unlazy(e))?;
+            if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+                return Err(Errno::EAGAIN);
+            }
+        }
+        Ok(())
     }
 
     /// Walks every component but the last, following links on the way.
@@ -239,6 +251,11 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Looks `name` up in the current directory (no mount crossing).
     fn lookup_name(&self, name: &[u8]) -> Result<Arc<Dentry>> {
+        // A removed directory answers ENOENT before the name is looked at
+        // (`__lookup_slow`).
+        if self.cur.dentry.is_dead() {
+            return Err(self.unlazy(Errno::ENOENT));
+        }
         if name.len() > NAME_MAX {
             return Err(self.unlazy(Errno::ENAMETOOLONG));
         }
@@ -373,6 +390,13 @@ impl<'a, 'p> Walker<'a, 'p> {
         Ok(())
     }
 
+    /// Follows a symbolic link met as the last component: whatever the walk
+    /// ends on then comes from a link (see [`Walker::complete`]).
+    pub fn follow_final_link(&mut self, link: &VirtualDentry) -> Result<()> {
+        self.final_in_link = true;
+        self.follow_link(link)
+    }
+
     /// Follows the symbolic link `link`: pushes its target (jumping to the
     /// root for an absolute one). The current directory stays the link's
     /// directory, so a relative target resolves from there.
@@ -413,7 +437,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 Last::Name(name) => {
                     if let Some(link) = self.step(&name)? {
                         if follow || self.must_be_dir {
-                            self.follow_link(&link)?;
+                            self.follow_final_link(&link)?;
                             continue;
                         }
                         self.cur = link;
@@ -425,7 +449,18 @@ impl<'a, 'p> Walker<'a, 'p> {
         if (must_be_dir || self.must_be_dir) && !self.cur.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        self.complete()?;
         Ok(self.cur)
+    }
+
+    /// `complete_walk`: leaving the lock-free walk with a symbolic link
+    /// still being read (the last name came from a link) fails for
+    /// RESOLVE_CACHED (`legitimize_links`).
+    pub fn complete(&self) -> Result<()> {
+        if self.final_in_link && self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+            return Err(Errno::EAGAIN);
+        }
+        Ok(())
     }
 }
 
