@@ -70,6 +70,7 @@ fn describe_diff(script: &Path, want: &[u8], got: &Outcome) -> String {
 
 fn check_all(
     label: &str,
+    attempts: usize,
     mut run: impl FnMut(&ops::Script) -> Result<Outcome, String>,
 ) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
@@ -97,11 +98,21 @@ fn check_all(
             }
         };
         ran += 1;
-        match run(&script) {
-            Ok(out) if out.stdout == expected && out.error.is_none() => {}
-            Ok(out) => failures.push(describe_diff(&path, &expected, &out)),
-            Err(e) => failures.push(format!("{}: {label} could not run it: {e}", path.display())),
+        // Only a consistent difference counts: Linux itself answers ELOOP
+        // instead of ENOENT at exactly 40 links when a busy host makes its
+        // lock-free walk restart (see FUZZING.md).
+        let mut last = None;
+        for _ in 0..attempts {
+            match run(&script) {
+                Ok(out) if out.stdout == expected && out.error.is_none() => {
+                    last = None;
+                    break;
+                }
+                Ok(out) => last = Some(describe_diff(&path, &expected, &out)),
+                Err(e) => last = Some(format!("{}: {label} could not run it: {e}", path.display())),
+            }
         }
+        failures.extend(last);
     }
     (ran, failures)
 }
@@ -114,7 +125,7 @@ fn tessera_backend_matches_the_out_files() {
         eprintln!("**************************************************************\n");
         return;
     }
-    let (ran, failures) = check_all("Tessera", |script| {
+    let (ran, failures) = check_all("Tessera", 1, |script| {
         let mut backend = ops::tessera_backend()?;
         Ok(ops::run_collect(script, backend.as_mut()))
     });
@@ -132,7 +143,7 @@ fn linux_agrees_with_the_out_files() {
         eprintln!("SKIPPED: the Linux backend cannot run here: {e}");
         return;
     }
-    let (ran, failures) = check_all("Linux", |script| {
+    let (ran, failures) = check_all("Linux", 3, |script| {
         linux::run_script(script, linux::DEFAULT_TIMEOUT).map_err(|e| e.to_string())
     });
     if let Some(note) = linux::userns_note() {
@@ -323,21 +334,28 @@ fn the_command_prints_every_example_as_its_out_file() {
         eprintln!("SKIPPED: no scripts with .out files here");
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("run")
-        .arg("--linux")
-        .args(pairs.iter().map(|(p, _)| p.as_os_str()))
-        .output()
-        .expect("run the tessera binary");
+    let want: Vec<u8> = pairs.iter().flat_map(|(_, o)| o.iter().copied()).collect();
+    // Three tries: a busy host can make Linux itself answer differently
+    // (see `check_all`).
+    let mut last = None;
+    for _ in 0..3 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("run")
+            .arg("--linux")
+            .args(pairs.iter().map(|(p, _)| p.as_os_str()))
+            .output()
+            .expect("run the tessera binary");
+        if out.status.code() == Some(0) && out.stdout == want {
+            return;
+        }
+        last = Some(out);
+    }
+    let out = last.expect("three runs");
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want: Vec<u8> = pairs.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-    assert!(
-        out.stdout == want,
-        "`tessera run --linux` output differs from the concatenated .out files"
-    );
+    panic!("`tessera run --linux` output differs from the concatenated .out files");
 }

@@ -247,6 +247,12 @@ pub trait FilesystemOps: Send + Sync + 'static {
         false
     }
 
+    /// Whether the filesystem cannot become read-only now because files
+    /// without names are still open (Linux's `s_remove_count`: `EBUSY`).
+    fn busy_for_readonly(&self) -> bool {
+        false
+    }
+
     /// Applies new mount data on `MS_REMOUNT`.
     fn remount(&self, _data: &crate::fstype::MountData) -> Result<()> {
         Ok(())

@@ -140,6 +140,7 @@ impl FilesystemType for TmpfsType {
             }),
             used_pages: AtomicU64::new(0),
             used_ispace: AtomicU64::new(0),
+            orphans: AtomicU64::new(0),
             next_ino: AtomicU64::new(1),
             clock: req.vfs.clock(),
             root_mode: mode.unwrap_or(0o1777) & 0o7777,
@@ -166,6 +167,9 @@ pub struct TmpfsFs {
     limits: RwLock<Limits>,
     used_pages: AtomicU64,
     used_ispace: AtomicU64,
+    /// Inodes with no name left that are still in use (Linux's
+    /// `s_remove_count`): a read-only remount must wait for them.
+    orphans: AtomicU64,
     next_ino: AtomicU64,
     clock: Arc<dyn Clock>,
     root_mode: u32,
@@ -266,6 +270,10 @@ impl FilesystemOps for TmpfsFs {
             namelen: NAME_MAX as u64,
             flags: 0,
         })
+    }
+
+    fn busy_for_readonly(&self) -> bool {
+        self.orphans.load(Ordering::Acquire) != 0
     }
 
     fn show_options(&self) -> String {
@@ -468,8 +476,20 @@ impl TmpInode {
         let mut m = self.meta.write();
         if m.nlink > 1 {
             fs.release_inode();
+        } else if m.nlink == 1 {
+            fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
         m.nlink = m.nlink.saturating_sub(1);
+        m.ctime = Stamp::from(fs.now());
+    }
+
+    /// Sets the link count to 0 (a removed directory), counting the orphan.
+    fn clear_links(&self, fs: &TmpfsFs) {
+        let mut m = self.meta.write();
+        if m.nlink != 0 {
+            fs.orphans.fetch_add(1, Ordering::AcqRel);
+        }
+        m.nlink = 0;
         m.ctime = Stamp::from(fs.now());
     }
 
@@ -504,6 +524,9 @@ impl Drop for TmpInode {
             }
             if let Some(x) = self.meta.get_mut().xattrs.take() {
                 fs.release_ispace(x.iter().map(|(k, v)| fs.xattr_cost(k, v)).sum());
+            }
+            if self.meta.get_mut().nlink == 0 {
+                fs.orphans.fetch_sub(1, Ordering::AcqRel);
             }
             fs.release_inode();
         }
@@ -608,6 +631,7 @@ impl Inode for TmpInode {
             m.nlink = 0;
             m.tmpfile = true;
         }
+        fs.orphans.fetch_add(1, Ordering::AcqRel);
         Ok(inode)
     }
 
@@ -626,6 +650,8 @@ impl Inode for TmpInode {
             // paid for already.
             if m.nlink > 0 {
                 fs.reserve_inode()?;
+            } else {
+                fs.orphans.fetch_sub(1, Ordering::AcqRel);
             }
             m.nlink += 1;
             m.tmpfile = false;
@@ -644,11 +670,7 @@ impl Inode for TmpInode {
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        {
-            let mut m = c.meta.write();
-            m.nlink = 0;
-            m.ctime = Stamp::from(self.now());
-        }
+        c.clear_links(&*self.fs()?);
         self.dir_changed(-1, -1);
         Ok(())
     }
@@ -687,7 +709,7 @@ impl Inode for TmpInode {
         if let Some(r) = replaced {
             let r = Self::downcast(r)?;
             if r.ftype == FileType::Directory {
-                r.meta.write().nlink = 0;
+                r.clear_links(&*self.fs()?);
                 nd.dir_changed(-1, -1);
             } else {
                 r.drop_link(&*self.fs()?);

@@ -208,12 +208,15 @@ impl Vfs {
         out
     }
 
-    /// Whether any mount of `fs` in `ns` has writers (`sb_prepare_remount_readonly`).
+    /// Whether `fs` cannot become read-only: a mount of it in `ns` has
+    /// writers, or it has open files without names (`sb_prepare_remount_readonly`).
     pub(crate) fn fs_has_writers(ns: &Arc<MountNamespace>, fs: &Arc<Filesystem>) -> bool {
-        ns.mounts
-            .lock()
-            .iter()
-            .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
+        fs.ops().busy_for_readonly()
+            || ns
+                .mounts
+                .lock()
+                .iter()
+                .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
     }
 
     /// The first check of every attach (`lock_mount`): a removed or
