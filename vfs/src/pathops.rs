@@ -1222,7 +1222,7 @@ impl Vfs {
             if !flags.contains(OpenFlags::O_CREAT) {
                 let child = w.lookup_child(&name)?;
                 if child.dentry.file_type() == FileType::Symlink && (follow || w.must_be_dir) {
-                    w.follow_final_link(&child)?;
+                    w.follow_link(&child)?;
                     continue;
                 }
                 break child;
@@ -1239,7 +1239,7 @@ impl Vfs {
                     let mut child = VirtualDentry::new(parent.mount.clone(), c);
                     w.follow_mounts(&mut child)?;
                     if child.dentry.file_type() == FileType::Symlink && follow {
-                        w.follow_final_link(&child)?;
+                        w.follow_link(&child)?;
                         continue;
                     }
                     break child;
@@ -1259,7 +1259,6 @@ impl Vfs {
                 }
             }
         };
-        w.complete()?;
         if flags.contains(OpenFlags::O_CREAT) {
             if flags.contains(OpenFlags::O_EXCL) && !created {
                 return Err(Errno::EEXIST);

@@ -68,8 +68,6 @@ pub struct Walker<'a, 'p> {
     pub must_be_dir: bool,
     /// Whether Linux would have looked the root up by now (see `jump_root`).
     root_set: bool,
-    /// The last component came from a symbolic link's target.
-    final_in_link: bool,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -122,7 +120,6 @@ impl<'a, 'p> Walker<'a, 'p> {
             resolve,
             must_be_dir: false,
             root_set: absolute || scoped,
-            final_in_link: false,
         };
         w.segs.push(Seg {
             buf: Cow::Borrowed(path),
@@ -147,6 +144,13 @@ impl<'a, 'p> Walker<'a, 'p> {
             && (!self.root_set || !Arc::ptr_eq(&self.cur.mount, &self.root.mount))
         {
             return Err(Errno::EXDEV);
+        }
+        // A link's jump to the root under RESOLVE_NO_XDEV leaves Linux's
+        // lock-free walk (seen on Linux 6.18).
+        if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
+            && self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
+        {
+            return Err(Errno::EAGAIN);
         }
         self.cur = self.root.clone();
         self.root_set = true;
@@ -192,7 +196,6 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.must_be_dir = true;
             }
             if last {
-                self.final_in_link = self.segs.len() > 1;
                 self.segs.clear();
             }
             return Some((name, last));
@@ -207,19 +210,32 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(self.unlazy(Errno::ENOTDIR));
         }
         let o = d.inode().owner();
-        // Fast path: search allowed to everyone, or we are root-capable.
+        // Linux's lock-free walk must consult a POSIX ACL it has not cached
+        // whenever the group class decides (not the owner, group bits set),
+        // and leaves the lock-free walk to do so: RESOLVE_CACHED gives up.
+        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
+            && self.cred.fsuid != o.uid
+            && o.mode & 0o070 != 0
+        {
+            return Err(Errno::EAGAIN);
+        }
+        // Fast path: search allowed to everyone.
         if o.mode & 0o111 == 0o111 {
             return Ok(());
         }
-        // Linux's lock-free walk decides only from the mode bits; anything
-        // else (a capability, a denial to confirm) leaves it.
-        if !perm::mode_allows(self.cred, o, May::EXEC) {
+        // A scoped walk (BENEATH, IN_ROOT) that needs a capability to search
+        // leaves Linux's lock-free walk too (seen on Linux 6.18; an unscoped
+        // walk does not).
+        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
+            && self
+                .resolve
+                .intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT)
+            && !perm::mode_allows(self.cred, o, May::EXEC)
+        {
             perm::check(self.cred, o, May::EXEC).map_err(|e| self.unlazy(e))?;
-            if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
-                return Err(Errno::EAGAIN);
-            }
+            return Err(Errno::EAGAIN);
         }
-        Ok(())
+        perm::check(self.cred, o, May::EXEC)
     }
 
     /// Walks every component but the last, following links on the way.
@@ -390,13 +406,6 @@ impl<'a, 'p> Walker<'a, 'p> {
         Ok(())
     }
 
-    /// Follows a symbolic link met as the last component: whatever the walk
-    /// ends on then comes from a link (see [`Walker::complete`]).
-    pub fn follow_final_link(&mut self, link: &VirtualDentry) -> Result<()> {
-        self.final_in_link = true;
-        self.follow_link(link)
-    }
-
     /// Follows the symbolic link `link`: pushes its target (jumping to the
     /// root for an absolute one). The current directory stays the link's
     /// directory, so a relative target resolves from there.
@@ -437,7 +446,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 Last::Name(name) => {
                     if let Some(link) = self.step(&name)? {
                         if follow || self.must_be_dir {
-                            self.follow_final_link(&link)?;
+                            self.follow_link(&link)?;
                             continue;
                         }
                         self.cur = link;
@@ -449,18 +458,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         if (must_be_dir || self.must_be_dir) && !self.cur.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        self.complete()?;
         Ok(self.cur)
-    }
-
-    /// `complete_walk`: leaving the lock-free walk with a symbolic link
-    /// still being read (the last name came from a link) fails for
-    /// RESOLVE_CACHED (`legitimize_links`).
-    pub fn complete(&self) -> Result<()> {
-        if self.final_in_link && self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
-            return Err(Errno::EAGAIN);
-        }
-        Ok(())
     }
 }
 
