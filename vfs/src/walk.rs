@@ -210,15 +210,6 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(self.unlazy(Errno::ENOTDIR));
         }
         let o = d.inode().owner();
-        // Linux's lock-free walk must consult a POSIX ACL it has not cached
-        // whenever the group class decides (not the owner, group bits set),
-        // and leaves the lock-free walk to do so: RESOLVE_CACHED gives up.
-        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
-            && self.cred.fsuid != o.uid
-            && o.mode & 0o070 != 0
-        {
-            return Err(Errno::EAGAIN);
-        }
         // Fast path: search allowed to everyone.
         if o.mode & 0o111 == 0o111 {
             return Ok(());
