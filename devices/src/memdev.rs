@@ -55,6 +55,15 @@ impl FileOps for MemFile {
     fn seek_data_hole(&self, _off: u64, _data: bool) -> Result<u64> {
         Err(Errno::EINVAL)
     }
+
+    fn llseek(&self, cur: u64, _off: i64, _whence: Whence) -> Option<Result<i64>> {
+        Some(Ok(match self.0 {
+            // `null_lseek`: null, zero and full stay at 0 whatever is asked.
+            Kind::Null | Kind::Zero | Kind::Full => 0,
+            // `noop_llseek`: the random devices keep their position.
+            Kind::Random => cur as i64,
+        }))
+    }
 }
 
 /// Registers the five memory devices.

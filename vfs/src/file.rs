@@ -230,6 +230,11 @@ impl OpenFile {
             return Err(Errno::ESPIPE);
         }
         let mut pos = self.pos.lock();
+        if let Some(r) = ops.llseek(*pos, off, whence) {
+            let new = r?;
+            *pos = new as u64;
+            return Ok(new);
+        }
         let is_dir = self.vd.dentry.is_dir();
         let new = match whence {
             Whence::Set => off,

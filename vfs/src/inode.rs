@@ -194,6 +194,12 @@ pub trait FileOps: Send + Sync {
         true
     }
 
+    /// A device's own `lseek` (`null_lseek`, `noop_llseek`): `Some` answer
+    /// replaces the generic computation from `cur`, the file position.
+    fn llseek(&self, _cur: u64, _off: i64, _whence: Whence) -> Option<Result<i64>> {
+        None
+    }
+
     /// The size used by `SEEK_END`, `SEEK_DATA` and `SEEK_HOLE`.
     fn size(&self) -> u64 {
         0
