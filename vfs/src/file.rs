@@ -161,7 +161,9 @@ impl OpenFile {
     }
 
     fn after_write(&self, cred: &Credentials) {
-        // Writing clears set-id bits (`file_remove_privs`).
+        // Writing clears set-id bits (`file_remove_privs`). The data is
+        // already written, so a filesystem that cannot change the mode must
+        // not turn the write into a failure.
         let inode = self.vd.dentry.inode();
         if let Some(mode) = perm::mode_after_write(cred, inode.owner()) {
             let _ = inode.setattr(

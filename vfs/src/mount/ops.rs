@@ -585,6 +585,8 @@ impl Vfs {
         }
         if let (Some(c), Some((p, mp))) = (cover, place) {
             self.detach_locked(ns, &c);
+            // Cannot fail: the mount limit just gained room, and `mp` was
+            // alive as `m`'s mount point.
             let _ = self.attach_locked(ns, &c, &p, &mp);
         }
     }
