@@ -281,14 +281,18 @@ impl Vfs {
         Ok((w, last))
     }
 
-    /// The shared part of mkdir, mknod and symlink (`filename_create` + `vfs_*`).
-    fn create_at(
+    /// `filename_create`: resolves the parent of a new name, then under the
+    /// parent's lock checks in Linux's order that the name is free
+    /// (`EEXIST`), that a trailing slash asks for a directory (`ENOENT`) and
+    /// that the mount is writable (`EROFS`), and runs `make`.
+    fn filename_create<T>(
         &self,
         ctx: &PathCtx<'_>,
         start: &VirtualDentry,
         path: &[u8],
-        node: NewNode<'_>,
-    ) -> Result<()> {
+        want_dir: bool,
+        make: impl FnOnce(&VirtualDentry, &[u8]) -> Result<T>,
+    ) -> Result<T> {
         let (w, last) = self.parent_of(ctx, start, path)?;
         let Last::Name(name) = last else {
             return Err(Errno::EEXIST);
@@ -300,35 +304,49 @@ impl Vfs {
         if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
             return Err(Errno::EEXIST);
         }
-        if trailing && node.ftype != FileType::Directory {
+        if trailing && !want_dir {
             return Err(Errno::ENOENT);
         }
         let _w = begin_write(&parent)?;
-        may_create(ctx.cred, &parent.dentry)?;
-        if node.ftype.is_device()
-            && !(node.ftype == FileType::CharDevice && node.rdev == DevId::default())
-            && !ctx.cred.has(Caps::MKNOD)
-        {
-            return Err(Errno::EPERM);
-        }
-        let (uid, gid, mode) = perm::new_owner(
-            ctx.cred,
-            parent.dentry.inode().owner(),
-            node.ftype,
-            node.mode,
-        );
-        let node = NewNode {
-            uid,
-            gid,
-            mode,
-            ..node
-        };
-        let inode = parent
-            .dentry
-            .inode()
-            .create(&Ctx { cred: ctx.cred }, &name, &node)?;
-        parent.dentry.insert_child(&name, inode)?;
-        Ok(())
+        make(&parent, &name)
+    }
+
+    /// The shared part of mkdir, mknod and symlink (`filename_create` + `vfs_*`).
+    fn create_at(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        node: NewNode<'_>,
+    ) -> Result<()> {
+        let want_dir = node.ftype == FileType::Directory;
+        self.filename_create(ctx, start, path, want_dir, |parent, name| {
+            may_create(ctx.cred, &parent.dentry)?;
+            if node.ftype.is_device()
+                && !(node.ftype == FileType::CharDevice && node.rdev == DevId::default())
+                && !ctx.cred.has(Caps::MKNOD)
+            {
+                return Err(Errno::EPERM);
+            }
+            let (uid, gid, mode) = perm::new_owner(
+                ctx.cred,
+                parent.dentry.inode().owner(),
+                node.ftype,
+                node.mode,
+            );
+            let node = NewNode {
+                uid,
+                gid,
+                mode,
+                ..node
+            };
+            let inode = parent
+                .dentry
+                .inode()
+                .create(&Ctx { cred: ctx.cred }, name, &node)?;
+            parent.dentry.insert_child(name, inode)?;
+            Ok(())
+        })
     }
 
     /// `mkdirat(2)`.
@@ -449,40 +467,29 @@ impl Vfs {
             flags.contains(AtFlags::AT_SYMLINK_FOLLOW),
             empty_ok,
         )?;
-        let (w, last) = self.parent_of(ctx, new_start, new)?;
-        let Last::Name(name) = last else {
-            return Err(Errno::EEXIST);
-        };
-        let trailing = w.must_be_dir;
-        let parent = w.cur;
-        let dir = parent.dentry.dir()?;
-        let _op = dir.op.lock();
-        if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
-            return Err(Errno::EEXIST);
-        }
-        if trailing {
-            return Err(Errno::ENOENT);
-        }
-        let _w = begin_write(&parent)?;
-        if !Arc::ptr_eq(&src.mount, &parent.mount) {
-            return Err(Errno::EXDEV);
-        }
-        may_create(ctx.cred, &parent.dentry)?;
-        if src.dentry.is_dir() {
-            return Err(Errno::EPERM);
-        }
-        if src.dentry.is_dead() && !src.dentry.is_linkable() && src.dentry.inode().stat().nlink == 0
-        {
-            return Err(Errno::ENOENT);
-        }
-        parent
-            .dentry
-            .inode()
-            .link(&Ctx { cred: ctx.cred }, &name, src.dentry.inode())?;
-        parent
-            .dentry
-            .insert_child(&name, src.dentry.inode().clone())?;
-        Ok(())
+        self.filename_create(ctx, new_start, new, false, |parent, name| {
+            if !Arc::ptr_eq(&src.mount, &parent.mount) {
+                return Err(Errno::EXDEV);
+            }
+            may_create(ctx.cred, &parent.dentry)?;
+            if src.dentry.is_dir() {
+                return Err(Errno::EPERM);
+            }
+            if src.dentry.is_dead()
+                && !src.dentry.is_linkable()
+                && src.dentry.inode().stat().nlink == 0
+            {
+                return Err(Errno::ENOENT);
+            }
+            parent
+                .dentry
+                .inode()
+                .link(&Ctx { cred: ctx.cred }, name, src.dentry.inode())?;
+            parent
+                .dentry
+                .insert_child(name, src.dentry.inode().clone())?;
+            Ok(())
+        })
     }
 
     /// `unlinkat(2)`, and `rmdir(2)` with `AT_REMOVEDIR`.
