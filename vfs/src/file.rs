@@ -361,5 +361,6 @@ impl Drop for OpenFile {
         if self.mount_write {
             self.vd.mount.end_write();
         }
+        self.vd.mount.used();
     }
 }

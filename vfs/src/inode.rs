@@ -74,6 +74,20 @@ pub trait Inode: Send + Sync + 'static {
     /// All attributes.
     fn stat(&self) -> Statx;
 
+    /// A `stat` system call read the times: a filesystem with multigrain
+    /// timestamps marks the ctime queried (see [`crate::mgtime`]).
+    fn times_queried(&self) {}
+
+    /// Whether following this symbolic link now would update its access
+    /// time (Linux's `atime_needs_update`, given `relatime` of the mount):
+    /// a lock-free walk gives up on such a link.
+    fn atime_needs_update(&self, _relatime: bool) -> bool {
+        false
+    }
+
+    /// Updates the access time of this symbolic link (`touch_atime`).
+    fn touch_atime(&self) {}
+
     /// Applies attribute changes whose permission the VFS has checked.
     fn setattr(&self, _ctx: &Ctx<'_>, _attr: &SetAttr) -> Result<()> {
         Err(Errno::EPERM)

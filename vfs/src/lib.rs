@@ -50,6 +50,7 @@ pub mod file;
 pub mod fstype;
 pub mod inode;
 pub mod invariants;
+pub mod mgtime;
 pub mod mount;
 pub mod pathops;
 pub mod perm;
@@ -107,6 +108,7 @@ pub struct Vfs {
     pub(crate) namespace_lock: Mutex<()>,
     pub(crate) mount_table: RwLock<HashMap<MountKey, Arc<Mount>, BuildHasherDefault<NameHasher>>>,
     clock: RwLock<Arc<dyn Clock>>,
+    mg_clock: Arc<mgtime::MgClock>,
     next_anon_minor: AtomicU32,
     pub(crate) next_group_id: AtomicU32,
     max_mounts: AtomicU32,
@@ -121,6 +123,7 @@ impl Vfs {
             namespace_lock: Mutex::new(()),
             mount_table: RwLock::new(HashMap::default()),
             clock: RwLock::new(Arc::new(SystemClock)),
+            mg_clock: Default::default(),
             next_anon_minor: AtomicU32::new(16),
             next_group_id: AtomicU32::new(1),
             max_mounts: AtomicU32::new(DEFAULT_MAX_MOUNTS as u32),
@@ -135,6 +138,12 @@ impl Vfs {
     /// The clock.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.read().clone()
+    }
+
+    /// The multigrain order of changes that every filesystem of this VFS
+    /// shares (see [`mgtime`]).
+    pub fn mg_clock(&self) -> &Arc<mgtime::MgClock> {
+        &self.mg_clock
     }
 
     /// The current time by the clock.

@@ -219,6 +219,22 @@ impl Vfs {
         follow: bool,
         empty_ok: bool,
     ) -> Result<VirtualDentry> {
+        let vd = self.lookup_keep_expiry(ctx, start, path, follow, empty_ok)?;
+        // The call's reference is dropped when it ends (`path_put`).
+        vd.mount.used();
+        Ok(vd)
+    }
+
+    /// [`Vfs::lookup`] that leaves the mount's expiry mark alone: `umount`
+    /// drops its reference with `mntput_no_expire`.
+    pub fn lookup_keep_expiry(
+        &self,
+        ctx: &PathCtx<'_>,
+        start: &VirtualDentry,
+        path: &[u8],
+        follow: bool,
+        empty_ok: bool,
+    ) -> Result<VirtualDentry> {
         if path.is_empty() {
             return if empty_ok {
                 Ok(start.clone())
@@ -263,8 +279,11 @@ impl Vfs {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
-        self.walker(ctx, start, path, ResolveFlags::empty())?
-            .resolve(true, true)
+        let vd = self
+            .walker(ctx, start, path, ResolveFlags::empty())?
+            .resolve(true, true)?;
+        vd.mount.used();
+        Ok(vd)
     }
 
     fn parent_of<'a, 'p>(
@@ -278,6 +297,7 @@ impl Vfs {
         }
         let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
         let last = w.walk_to_last()?;
+        w.cur.mount.used();
         Ok((w, last))
     }
 
@@ -719,11 +739,13 @@ impl Vfs {
                 Errno::EINVAL
             });
         }
+        crate::walk::link_accessed(&vd, false)?;
         vd.dentry.inode().readlink()
     }
 
     /// The attributes of a location, with the mount's device and id.
     pub fn stat_vd(&self, vd: &VirtualDentry) -> Statx {
+        vd.dentry.inode().times_queried();
         let mut st = vd.dentry.inode().stat();
         st.dev = vd.mount.fs().dev();
         st.mnt_id = vd.mount.id();

@@ -54,7 +54,9 @@ impl PipeEnd {
         let (read, write) = match flags.access() {
             AccessMode::ReadOnly => (true, false),
             AccessMode::WriteOnly => (false, true),
-            _ => (true, true),
+            AccessMode::ReadWrite => (true, true),
+            // Access mode 3 opens neither end (`fifo_open`).
+            AccessMode::Invalid => return Err(Errno::EINVAL),
         };
         let mut st = pipe.state.lock();
         if read && write {

@@ -623,7 +623,7 @@ impl Process {
             root: &st.root,
             umask: st.umask,
         };
-        let found = self.vfs.lookup(
+        let found = self.vfs.lookup_keep_expiry(
             &ctx,
             &st.cwd,
             target,

@@ -43,6 +43,9 @@ pub enum Last {
 struct Seg<'p> {
     buf: Cow<'p, [u8]>,
     pos: usize,
+    /// Putting this link (when its last component is taken) drops a
+    /// reference to a detached mount in a blocking walk (see `seq_moved`).
+    put_moves_seq: bool,
 }
 
 /// Options of one walk.
@@ -68,6 +71,13 @@ pub struct Walker<'a, 'p> {
     pub must_be_dir: bool,
     /// Whether Linux would have looked the root up by now (see `jump_root`).
     root_set: bool,
+    /// Whether Linux's walk has left RCU mode and goes on holding references
+    /// (after updating a link's access time).
+    refwalk: bool,
+    /// Whether that blocking walk dropped a reference to a detached mount:
+    /// `mntput` then takes `mount_lock`, and a scoped walk's next `..` sees
+    /// the sequence move and answers `EAGAIN` ("a mount raced with us").
+    seq_moved: bool,
 }
 
 impl<'a, 'p> Walker<'a, 'p> {
@@ -120,10 +130,13 @@ impl<'a, 'p> Walker<'a, 'p> {
             resolve,
             must_be_dir: false,
             root_set: absolute || scoped,
+            refwalk: false,
+            seq_moved: false,
         };
         w.segs.push(Seg {
             buf: Cow::Borrowed(path),
             pos: 0,
+            put_moves_seq: false,
         });
         Ok(w)
     }
@@ -145,16 +158,17 @@ impl<'a, 'p> Walker<'a, 'p> {
         {
             return Err(Errno::EXDEV);
         }
-        // A link's jump to the root under RESOLVE_NO_XDEV leaves Linux's
-        // lock-free walk (seen on Linux 6.18).
-        if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV)
-            && self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
-        {
-            return Err(Errno::EAGAIN);
-        }
+        self.leave_mount(&self.cur.mount.clone());
         self.cur = self.root.clone();
         self.root_set = true;
         Ok(())
+    }
+
+    /// The blocking walk drops its reference to `m` (see `seq_moved`).
+    fn leave_mount(&mut self, m: &Arc<crate::mount::Mount>) {
+        if self.refwalk && m.is_detached() {
+            self.seq_moved = true;
+        }
     }
 
     /// Whether every remaining segment holds only slashes.
@@ -191,6 +205,10 @@ impl<'a, 'p> Walker<'a, 'p> {
             while j < bytes.len() && bytes[j] == b'/' {
                 j += 1;
             }
+            // The last component of a link's body puts the link.
+            if j == bytes.len() && seg.put_moves_seq {
+                self.seq_moved = true;
+            }
             let last = j == bytes.len() && self.rest_is_empty();
             if last && slash {
                 self.must_be_dir = true;
@@ -210,23 +228,14 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(self.unlazy(Errno::ENOTDIR));
         }
         let o = d.inode().owner();
-        // Fast path: search allowed to everyone.
+        // Fast path: search allowed to everyone (tmpfs caches "no ACL" in
+        // every inode it makes, so Linux's lock-free check decides too).
         if o.mode & 0o111 == 0o111 {
             return Ok(());
         }
-        // A scoped walk (BENEATH, IN_ROOT) that needs a capability to search
-        // leaves Linux's lock-free walk too (seen on Linux 6.18; an unscoped
-        // walk does not).
-        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
-            && self
-                .resolve
-                .intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT)
-            && !perm::mode_allows(self.cred, o, May::EXEC)
-        {
-            perm::check(self.cred, o, May::EXEC).map_err(|e| self.unlazy(e))?;
-            return Err(Errno::EAGAIN);
-        }
-        perm::check(self.cred, o, May::EXEC)
+        // A failure in the lock-free walk is checked again after leaving it
+        // (`may_lookup`), which RESOLVE_CACHED forbids.
+        perm::check(self.cred, o, May::EXEC).map_err(|e| self.unlazy(e))
     }
 
     /// Walks every component but the last, following links on the way.
@@ -291,6 +300,9 @@ impl<'a, 'p> Walker<'a, 'p> {
             if vd.dentry.file_type() == FileType::Symlink {
                 return Ok(Some(vd));
             }
+            if !Arc::ptr_eq(&vd.mount, &self.cur.mount) {
+                self.leave_mount(&self.cur.mount.clone());
+            }
             self.cur = vd;
         } else if dentry.file_type() == FileType::Symlink {
             return Ok(Some(VirtualDentry {
@@ -343,6 +355,20 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// `..`: stays at the root, climbs out of mount roots, then goes to the parent.
     pub fn dotdot(&mut self) -> Result<()> {
+        self.dotdot_step()?;
+        // `handle_dots`: a scoped walk cannot trust a `..` while mounts
+        // changed (here: its own reference to a detached mount was dropped).
+        if self.seq_moved
+            && self
+                .resolve
+                .intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT)
+        {
+            return Err(Errno::EAGAIN);
+        }
+        Ok(())
+    }
+
+    fn dotdot_step(&mut self) -> Result<()> {
         self.root_set = true;
         let orig = self.cur.clone();
         loop {
@@ -366,11 +392,16 @@ impl<'a, 'p> Walker<'a, 'p> {
                 .mount
                 .parent()
                 .filter(|(pm, _)| !pm.is_namespace_base())
-            {
+                // `choose_mountpoint` stops below the root: a climb that
+                // would land on it stays where `..` began, as at the top.
+                .filter(|(pm, mp)| {
+                    !(Arc::ptr_eq(pm, &self.root.mount) && Arc::ptr_eq(mp, &self.root.dentry))
+                }) {
                 Some((pm, mp)) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
                         return Err(self.unlazy(Errno::EXDEV));
                     }
+                    self.leave_mount(&self.cur.mount.clone());
                     self.cur = VirtualDentry {
                         mount: pm,
                         dentry: mp,
@@ -411,6 +442,9 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(Errno::ELOOP);
         }
         self.links += 1;
+        if link_accessed(link, self.resolve.contains(ResolveFlags::RESOLVE_CACHED))? {
+            self.refwalk = true;
+        }
         let target = link.dentry.inode().readlink()?;
         if target.is_empty() {
             return Err(Errno::ENOENT);
@@ -421,6 +455,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.segs.push(Seg {
             buf: Cow::Owned(target),
             pos: 0,
+            put_moves_seq: self.refwalk && link.mount.is_detached(),
         });
         Ok(())
     }
@@ -451,6 +486,31 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         Ok(self.cur)
     }
+}
+
+/// A symbolic link is followed or read: Linux's `touch_atime`. Under
+/// `RESOLVE_CACHED` a link whose access time needs an update ends the walk
+/// with `EAGAIN` (the update cannot be made lock-free), which is how the
+/// history of stats and changes shows through (see [`crate::mgtime`]).
+/// Returns whether the walk had to leave RCU mode for it.
+pub(crate) fn link_accessed(link: &VirtualDentry, cached: bool) -> Result<bool> {
+    let flags = link.mount.flags();
+    let inode = link.dentry.inode();
+    // A read-only superblock never needs an update (`IS_NOATIME`); a
+    // read-only mount does, but cannot make it.
+    if flags.contains(MntFlags::NOATIME)
+        || link.mount.fs().is_readonly()
+        || !inode.atime_needs_update(flags.contains(MntFlags::RELATIME))
+    {
+        return Ok(false);
+    }
+    if cached {
+        return Err(Errno::EAGAIN);
+    }
+    if !flags.contains(MntFlags::RDONLY) {
+        inode.touch_atime();
+    }
+    Ok(true)
 }
 
 /// Looks `name` up among the children of `dir`, asking the filesystem on a

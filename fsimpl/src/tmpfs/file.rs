@@ -226,6 +226,7 @@ impl FileOps for RegularFile {
         let n = d.write(&fs, at, buf)?;
         drop(d);
         if n > 0 {
+            self.inode.mgt.set_ctime_current(&fs.mg);
             let now = fs.now();
             let mut m = self.inode.meta.write();
             m.mtime = (now).into();
@@ -264,6 +265,7 @@ impl FileOps for RegularFile {
             d.allocate(&fs, off, len, keep)?;
         }
         drop(d);
+        self.inode.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
         let mut m = self.inode.meta.write();
         m.mtime = (now).into();

@@ -25,6 +25,7 @@ use tessera_vfs::fstype::{
     parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
 };
 use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, NewNode};
+use tessera_vfs::mgtime::{MgClock, MgInode, MgLink};
 use tessera_vfs::perm::Owner;
 use tessera_vfs::pipe;
 use tessera_vfs::Clock;
@@ -143,6 +144,7 @@ impl FilesystemType for TmpfsType {
             orphans: AtomicU64::new(0),
             next_ino: AtomicU64::new(1),
             clock: req.vfs.clock(),
+            mg: req.vfs.mg_clock().clone(),
             root_mode: mode.unwrap_or(0o1777) & 0o7777,
             // The root belongs to whoever mounts, unless uid=/gid= say otherwise.
             root_uid: uid.unwrap_or(req.cred.fsuid),
@@ -172,6 +174,8 @@ pub struct TmpfsFs {
     orphans: AtomicU64,
     next_ino: AtomicU64,
     clock: Arc<dyn Clock>,
+    /// The multigrain order shared with the VFS (see `vfs::mgtime`).
+    mg: Arc<MgClock>,
     root_mode: u32,
     root_uid: u32,
     root_gid: u32,
@@ -381,13 +385,19 @@ impl From<Stamp> for Timespec {
 
 enum Data {
     Regular(RwLock<FileData>),
-    Symlink(Box<[u8]>),
+    Symlink(Box<[u8]>, MgLink),
     Fifo(Arc<pipe::Pipe>),
     Other,
 }
 
 /// Extended attributes by name.
 type Xattrs = BTreeMap<Box<[u8]>, Box<[u8]>>;
+
+/// Whether a symbolic link's target is too long to keep in the inode
+/// (`SHORT_SYMLINK_LEN`, counting the NUL) and takes a page instead.
+fn is_long_link(target: &[u8]) -> bool {
+    target.len() + 1 > 128
+}
 
 /// The owner ids in one word, so that a reader sees uid and gid of the same `chown`.
 fn pack_ids(uid: u32, gid: u32) -> u64 {
@@ -398,7 +408,6 @@ fn pack_ids(uid: u32, gid: u32) -> u64 {
 pub struct TmpInode {
     fs: Weak<TmpfsFs>,
     ino: u64,
-    ftype: FileType,
     rdev: DevId,
     /// Type and permission bits, and the owner ids (uid low, gid high):
     /// atomics outside `meta` because every path component checks them, so
@@ -407,6 +416,8 @@ pub struct TmpInode {
     /// Written only with `meta` held, so writers stay serialised.
     mode: AtomicU32,
     ids: AtomicU64,
+    /// The ctime in the multigrain order.
+    mgt: MgInode,
     meta: RwLock<Meta>,
     data: Data,
 }
@@ -414,20 +425,26 @@ pub struct TmpInode {
 impl TmpInode {
     fn new(fs: &Arc<TmpfsFs>, node: &NewNode<'_>) -> Result<Arc<TmpInode>> {
         fs.reserve_inode()?;
+        // `shmem_symlink` keeps a long target in a page of the file, which
+        // the size limit counts.
+        if node.ftype == FileType::Symlink && is_long_link(node.target) && !fs.reserve_pages(1) {
+            fs.release_inode();
+            return Err(Errno::ENOSPC);
+        }
         let now = fs.now();
         let data = match node.ftype {
             FileType::Regular => Data::Regular(RwLock::new(FileData::default())),
-            FileType::Symlink => Data::Symlink(node.target.into()),
+            FileType::Symlink => Data::Symlink(node.target.into(), MgLink::new(fs.mg.coarse())),
             FileType::Fifo => Data::Fifo(Arc::new(pipe::Pipe::default())),
             _ => Data::Other,
         };
         Ok(Arc::new(TmpInode {
             fs: Arc::downgrade(fs),
             ino: fs.next_ino.fetch_add(1, Ordering::Relaxed),
-            ftype: node.ftype,
             rdev: node.rdev,
             mode: AtomicU32::new(node.ftype.mode_bits() | (node.mode & 0o7777)),
             ids: AtomicU64::new(pack_ids(node.uid, node.gid)),
+            mgt: MgInode::new(&fs.mg),
             meta: RwLock::new(Meta {
                 nlink: if node.ftype == FileType::Directory {
                     2
@@ -445,6 +462,11 @@ impl TmpInode {
         }))
     }
 
+    /// The file type, kept in the type bits of `mode` (it never changes).
+    fn ftype(&self) -> FileType {
+        FileType::from_mode(self.mode.load(Ordering::Relaxed)).unwrap_or(FileType::Regular)
+    }
+
     fn fs(&self) -> Result<Arc<TmpfsFs>> {
         self.fs.upgrade().ok_or(Errno::EIO)
     }
@@ -455,6 +477,12 @@ impl TmpInode {
 
     /// Marks a change of this directory's entries (mtime, ctime, size, link count).
     fn dir_changed(&self, entries: i32, links: i32) {
+        self.mg_changed();
+        self.dir_changed_as(entries, links);
+    }
+
+    /// [`TmpInode::dir_changed`] whose multigrain ctime was set by the caller.
+    fn dir_changed_as(&self, entries: i32, links: i32) {
         let now = self.now();
         let mut m = self.meta.write();
         m.mtime = Stamp::from(now);
@@ -463,7 +491,16 @@ impl TmpInode {
         m.nlink = m.nlink.saturating_add_signed(links);
     }
 
+    /// `inode_set_ctime_current` in the multigrain order; returns the time.
+    fn mg_changed(&self) -> u32 {
+        match self.fs.upgrade() {
+            Some(fs) => self.mgt.set_ctime_current(&fs.mg),
+            None => self.mgt.ctime(),
+        }
+    }
+
     fn touch_ctime(&self, links: i32) {
+        self.mg_changed();
         let now = self.now();
         let mut m = self.meta.write();
         m.ctime = Stamp::from(now);
@@ -472,7 +509,8 @@ impl TmpInode {
 
     /// Removes one name: the count and the inode reservation of an extra
     /// name change together, under the attribute lock.
-    fn drop_link(&self, fs: &TmpfsFs) {
+    fn drop_link(&self, fs: &TmpfsFs) -> u32 {
+        let t = self.mgt.set_ctime_current(&fs.mg);
         let mut m = self.meta.write();
         if m.nlink > 1 {
             fs.release_inode();
@@ -481,16 +519,19 @@ impl TmpInode {
         }
         m.nlink = m.nlink.saturating_sub(1);
         m.ctime = Stamp::from(fs.now());
+        t
     }
 
     /// Sets the link count to 0 (a removed directory), counting the orphan.
-    fn clear_links(&self, fs: &TmpfsFs) {
+    fn clear_links(&self, fs: &TmpfsFs) -> u32 {
+        let t = self.mgt.set_ctime_current(&fs.mg);
         let mut m = self.meta.write();
         if m.nlink != 0 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
         m.nlink = 0;
         m.ctime = Stamp::from(fs.now());
+        t
     }
 
     fn downcast(i: &Arc<dyn Inode>) -> Result<&TmpInode> {
@@ -500,8 +541,8 @@ impl TmpInode {
     fn size(&self) -> u64 {
         match &self.data {
             Data::Regular(d) => d.read().size,
-            Data::Symlink(t) => t.len() as u64,
-            _ if self.ftype == FileType::Directory => {
+            Data::Symlink(t, _) => t.len() as u64,
+            _ if self.ftype() == FileType::Directory => {
                 self.meta.read().entries as u64 * BOGO_DIRENT_SIZE
             }
             _ => 0,
@@ -511,6 +552,7 @@ impl TmpInode {
     fn blocks(&self) -> u64 {
         match &self.data {
             Data::Regular(d) => d.read().pages.len() as u64 * (PAGE_SIZE as u64 / 512),
+            Data::Symlink(t, _) if is_long_link(t) => PAGE_SIZE as u64 / 512,
             _ => 0,
         }
     }
@@ -519,8 +561,10 @@ impl TmpInode {
 impl Drop for TmpInode {
     fn drop(&mut self) {
         if let Some(fs) = self.fs.upgrade() {
-            if let Data::Regular(d) = &mut self.data {
-                fs.release_pages(d.get_mut().pages_held());
+            match &mut self.data {
+                Data::Regular(d) => fs.release_pages(d.get_mut().pages_held()),
+                Data::Symlink(t, _) if is_long_link(t) => fs.release_pages(1),
+                _ => {}
             }
             if let Some(x) = self.meta.get_mut().xattrs.take() {
                 fs.release_ispace(x.iter().map(|(k, v)| fs.xattr_cost(k, v)).sum());
@@ -535,7 +579,7 @@ impl Drop for TmpInode {
 
 impl Inode for TmpInode {
     fn file_type(&self) -> FileType {
-        self.ftype
+        self.ftype()
     }
 
     fn owner(&self) -> Owner {
@@ -544,6 +588,24 @@ impl Inode for TmpInode {
             mode: self.mode.load(Ordering::Acquire),
             uid: ids as u32,
             gid: (ids >> 32) as u32,
+        }
+    }
+
+    fn times_queried(&self) {
+        self.mgt.query();
+    }
+
+    fn atime_needs_update(&self, relatime: bool) -> bool {
+        match (&self.data, self.fs.upgrade()) {
+            (Data::Symlink(_, l), Some(fs)) => l.atime_needs_update(&self.mgt, &fs.mg, relatime),
+            _ => false,
+        }
+    }
+
+    fn touch_atime(&self) {
+        if let (Data::Symlink(_, l), Some(fs)) = (&self.data, self.fs.upgrade()) {
+            l.touch(&self.mgt, &fs.mg);
+            self.meta.write().atime = Stamp::from(fs.now());
         }
     }
 
@@ -574,6 +636,7 @@ impl Inode for TmpInode {
 
     fn setattr(&self, _ctx: &Ctx<'_>, attr: &SetAttr) -> Result<()> {
         let now = self.now();
+        self.mg_changed();
         if let Some(size) = attr.size {
             let Data::Regular(d) = &self.data else {
                 return Err(Errno::EINVAL);
@@ -657,21 +720,24 @@ impl Inode for TmpInode {
             m.tmpfile = false;
             m.ctime = Stamp::from(fs.now());
         }
-        self.dir_changed(1, 0);
+        // `shmem_link`: the directory takes the inode's new ctime.
+        self.mgt.set_ctime_to(t.mgt.set_ctime_current(&fs.mg));
+        self.dir_changed_as(1, 0);
         Ok(())
     }
 
     fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        c.drop_link(&*self.fs()?);
-        self.dir_changed(-1, 0);
+        // `shmem_unlink`: the directory takes the inode's new ctime.
+        self.mgt.set_ctime_to(c.drop_link(&*self.fs()?));
+        self.dir_changed_as(-1, 0);
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        c.clear_links(&*self.fs()?);
-        self.dir_changed(-1, -1);
+        self.mgt.set_ctime_to(c.clear_links(&*self.fs()?));
+        self.dir_changed_as(-1, -1);
         Ok(())
     }
 
@@ -688,10 +754,10 @@ impl Inode for TmpInode {
         let c = Self::downcast(child)?;
         let nd = Self::downcast(new_dir)?;
         let same = std::ptr::eq(self, nd);
-        let c_dir = c.ftype == FileType::Directory;
+        let c_dir = c.ftype() == FileType::Directory;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             let r = Self::downcast(replaced.ok_or(Errno::ENOENT)?)?;
-            let r_dir = r.ftype == FileType::Directory;
+            let r_dir = r.ftype() == FileType::Directory;
             if !same && c_dir != r_dir {
                 let d = if c_dir { 1 } else { -1 };
                 self.dir_changed(0, -d);
@@ -706,26 +772,31 @@ impl Inode for TmpInode {
             r.touch_ctime(0);
             return Ok(());
         }
+        let replaced = replaced.map(Self::downcast).transpose()?;
         if let Some(r) = replaced {
-            let r = Self::downcast(r)?;
-            if r.ftype == FileType::Directory {
-                r.clear_links(&*self.fs()?);
-                nd.dir_changed(-1, -1);
+            if r.ftype() == FileType::Directory {
+                nd.mgt.set_ctime_to(r.clear_links(&*self.fs()?));
+                nd.dir_changed_as(-1, -1);
             } else {
-                r.drop_link(&*self.fs()?);
-                nd.dir_changed(-1, 0);
+                nd.mgt.set_ctime_to(r.drop_link(&*self.fs()?));
+                nd.dir_changed_as(-1, 0);
             }
         }
+        // `simple_rename_timestamp`: both directories, the moved inode, then
+        // the replaced one.
         let links = if c_dir { 1 } else { 0 };
         self.dir_changed(-1, -links);
         nd.dir_changed(1, links);
         c.touch_ctime(0);
+        if let Some(r) = replaced {
+            r.mg_changed();
+        }
         Ok(())
     }
 
     fn readlink(&self) -> Result<Vec<u8>> {
         match &self.data {
-            Data::Symlink(t) => Ok(t.to_vec()),
+            Data::Symlink(t, _) => Ok(t.to_vec()),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -736,7 +807,7 @@ impl Inode for TmpInode {
                 inode: self.clone(),
             })),
             Data::Fifo(p) => Ok(Box::new(pipe::PipeEnd::open(p.clone(), flags)?)),
-            _ if self.ftype == FileType::Directory => Ok(Box::new(DirFile)),
+            _ if self.ftype() == FileType::Directory => Ok(Box::new(DirFile)),
             _ => Err(Errno::ENXIO),
         }
     }
@@ -754,7 +825,7 @@ impl Inode for TmpInode {
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
         if let Some(default) = acl::kind(name) {
             match acl::parse(value)? {
-                _ if default && self.ftype != FileType::Directory => return Err(Errno::EACCES),
+                _ if default && self.ftype() != FileType::Directory => return Err(Errno::EACCES),
                 // An ACL that says no more than the mode bits becomes them
                 // (`posix_acl_equiv_mode`) and is not stored.
                 acl::Acl::Mode(bits) if !default => {

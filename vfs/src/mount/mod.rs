@@ -255,6 +255,12 @@ impl Mount {
         Some((l.parent.clone()?, l.mountpoint.clone()?))
     }
 
+    /// Whether the mount is attached to no namespace (unmounted, or detached
+    /// with `MNT_DETACH`): Linux's `!is_mounted`.
+    pub fn is_detached(&self) -> bool {
+        !self.link.read().connected
+    }
+
     /// The namespace this mount is connected in.
     pub fn namespace(&self) -> Option<Arc<MountNamespace>> {
         self.link.read().ns.upgrade()
@@ -263,6 +269,15 @@ impl Mount {
     /// Marks the mount for expiry (`MNT_EXPIRE`); returns whether it was already marked.
     pub fn mark_expiry(&self) -> bool {
         self.expiry_mark.swap(true, Ordering::AcqRel)
+    }
+
+    /// A use of the mount ends (Linux's `mntput`): the expiry mark is
+    /// cleared, so `MNT_EXPIRE` must mark it again. Only a reference a system
+    /// call took and dropped counts, not the walk's own crossings.
+    pub fn used(&self) {
+        if self.expiry_mark.load(Ordering::Relaxed) {
+            self.expiry_mark.store(false, Ordering::Release);
+        }
     }
 
     /// Whether this is the hidden empty mount under a namespace's root.

@@ -382,6 +382,10 @@ impl Vfs {
         if source.mount.prop.lock().unbindable {
             return Err(Errno::EINVAL);
         }
+        // A removed directory (or file) cannot be the root of a new bind.
+        if source.dentry.is_dead() {
+            return Err(Errno::ENOENT);
+        }
         let clone_one = |m: &Arc<Mount>, root: &Arc<Dentry>| {
             let c = Mount::new(m.fs().clone(), root.clone(), m.flags(), m.source());
             {
@@ -487,16 +491,20 @@ impl Vfs {
     ) -> Result<()> {
         let _g = self.namespace_lock.lock();
         let m = source.mount.clone();
-        Self::check_in_ns(ns, &m)?;
-        if !source.is_mount_root() || m.parent().is_none() {
+        // Linux 6.18's `do_move_mount`: the source must be a mount root and
+        // the types must match (EINVAL, not graft's ENOTDIR), then the
+        // target is locked, so a detached target is ENOENT before anything
+        // else about the source is checked.
+        if !source.is_mount_root() || target.dentry.is_dir() != m.root().is_dir() {
             return Err(Errno::EINVAL);
         }
         let at = self.top_of(target);
-        Self::check_in_ns(ns, &at.mount)?;
-        // do_move_mount answers a type mismatch with EINVAL (not graft's ENOTDIR).
-        if at.dentry.is_dir() != m.root().is_dir() {
+        Self::lock_mount(&at)?;
+        Self::check_in_ns(ns, &m)?;
+        if m.parent().is_none() {
             return Err(Errno::EINVAL);
         }
+        Self::check_in_ns(ns, &at.mount)?;
         if let Some((p, _)) = m.parent() {
             if p.prop.lock().shared.is_some() {
                 return Err(Errno::EINVAL);
