@@ -73,18 +73,70 @@ type NameMap<V> = HashMap<Name, V, BuildHasherDefault<NameHasher>>;
 pub(crate) struct Link {
     pub(crate) parent: Option<Arc<Dentry>>,
     pub(crate) name: Name,
-    /// Position in the parent's directory order (directory offsets).
-    pub(crate) pos: u64,
+    /// Position in the parent's list of entries (higher is newer: Linux
+    /// puts a new or moved dentry at the head of `d_children`).
+    pub(crate) pos: u32,
+    /// The directory offset (`simple_offset_add`): where `lseek` finds the
+    /// entry. A rename over another entry takes that entry's offset, and an
+    /// exchange keeps both, so offsets and list order can disagree.
+    pub(crate) offset: u32,
 }
 
 /// The children of a directory.
 #[derive(Default)]
 pub(crate) struct Children {
     pub(crate) by_name: NameMap<Arc<Dentry>>,
-    /// Insertion order: `getdents` offsets are these positions, so they stay
-    /// valid while other entries come and go.
-    pub(crate) order: BTreeMap<u64, Arc<Dentry>>,
-    pub(crate) next_pos: u64,
+    /// The list order (by `Link::pos`): `getdents` reads newest first.
+    pub(crate) order: BTreeMap<u32, Arc<Dentry>>,
+    pub(crate) next_pos: u32,
+    /// The next directory offset to hand out (cyclic, as `mtree_alloc_cyclic`).
+    pub(crate) next_offset: u32,
+}
+
+/// A place in a directory: list position and offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pos: u32,
+    offset: u32,
+}
+
+/// The first offset handed out: 0, 1 and 2 are `.`, `..` and "the first
+/// entry" (`DIR_OFFSET_FIRST`).
+const FIRST_OFFSET: u32 = 3;
+/// The last one: below `DIR_OFFSET_EOD` (`i32::MAX`).
+const LAST_OFFSET: u32 = i32::MAX as u32 - 1;
+
+impl Children {
+    /// A new slot at the head of the list, with the given offset or the next one.
+    fn new_slot(&mut self, offset: Option<u32>) -> Slot {
+        if self.next_pos == u32::MAX {
+            self.renumber();
+        }
+        let pos = self.next_pos;
+        self.next_pos += 1;
+        let offset = offset.unwrap_or_else(|| {
+            let o = self.next_offset;
+            self.next_offset = if o >= LAST_OFFSET {
+                FIRST_OFFSET
+            } else {
+                o + 1
+            };
+            o
+        });
+        Slot { pos, offset }
+    }
+
+    /// Packs the list positions after four billion insertions.
+    fn renumber(&mut self) {
+        let old = std::mem::take(&mut self.order);
+        let mut next = FIRST_POS;
+        for (_, d) in old {
+            d.link.write().pos = next;
+            self.order.insert(next, d);
+            next += 1;
+        }
+        self.next_pos = next;
+    }
 }
 
 /// Per-directory state.
@@ -110,7 +162,7 @@ const DEAD: u8 = 1;
 const LINKABLE: u8 = 2;
 
 /// The first position handed out in a directory: 0, 1 and 2 are `.`, `..` and the start.
-const FIRST_POS: u64 = 3;
+const FIRST_POS: u32 = 3;
 
 impl Dentry {
     pub(crate) fn new(
@@ -124,6 +176,7 @@ impl Dentry {
                 op: Mutex::new(()),
                 children: RwLock::new(Children {
                     next_pos: FIRST_POS,
+                    next_offset: FIRST_OFFSET,
                     ..Default::default()
                 }),
             })
@@ -135,6 +188,7 @@ impl Dentry {
                 parent,
                 name,
                 pos: 0,
+                offset: 0,
             }),
             dir,
             mounts: AtomicU32::new(0),
@@ -227,7 +281,21 @@ impl Dentry {
         let dir = self.dir()?;
         let shared: Name = name.into();
         let child = Dentry::new(inode, Some(self.clone()), shared.clone());
-        attach_name(dir, &child, shared);
+        attach_name(dir, &child, shared, None);
+        Ok(child)
+    }
+
+    /// [`Dentry::insert_child`] into a slot reserved earlier.
+    pub(crate) fn insert_child_at(
+        self: &Arc<Self>,
+        name: &[u8],
+        inode: Arc<dyn Inode>,
+        slot: Slot,
+    ) -> Result<Arc<Dentry>> {
+        let dir = self.dir()?;
+        let shared: Name = name.into();
+        let child = Dentry::new(inode, Some(self.clone()), shared.clone());
+        attach_slot(dir, &child, shared, slot);
         Ok(child)
     }
 
@@ -248,22 +316,40 @@ impl Dentry {
             .is_none_or(|d| d.children.read().by_name.is_empty())
     }
 
-    /// Entries at positions ≤ `pos`, newest first: how tmpfs's stable
-    /// directory offsets read (a position names the newest entry still to
-    /// come, so entries added after a listing began are not in it).
-    pub(crate) fn children_upto(&self, pos: u64) -> Vec<(Vec<u8>, DirentType)> {
+    /// The entries a tmpfs directory reads from offset `offset` (Linux's
+    /// `offset_iterate_dir`): from the entry with the greatest offset not
+    /// above it (the newest entry when there is none, or at offset 2), then
+    /// on down the list, newest first.
+    pub(crate) fn children_from(&self, offset: u64) -> Vec<(Vec<u8>, DirentType)> {
         let Some(dir) = self.dir.as_ref() else {
             return Vec::new();
         };
         let ch = dir.children.read();
+        let start = if offset == 2 {
+            None
+        } else {
+            ch.order
+                .values()
+                .filter_map(|d| {
+                    let l = d.link.read();
+                    (u64::from(l.offset) <= offset).then_some((l.offset, l.pos))
+                })
+                .max()
+                .map(|(_, pos)| pos)
+        };
         let mut out = Vec::with_capacity(ch.by_name.len());
         out.extend(
             ch.order
-                .range(..=pos)
+                .range(..=start.unwrap_or(u32::MAX))
                 .rev()
                 .map(|(_, d)| (d.link.read().name.to_vec(), d.ftype.dirent_type())),
         );
         out
+    }
+
+    /// The offset of this entry in its directory.
+    pub(crate) fn dir_offset(&self) -> u32 {
+        self.link.read().offset
     }
 
     /// Number of cached children.
@@ -345,22 +431,33 @@ impl Dentry {
     }
 }
 
-/// Puts `child` into `dir` under `name` at a new position.
-pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8]) {
-    attach_name(dir, child, name.into());
+/// Puts `child` into `dir` under `name` at the head of the list, with the
+/// directory offset `offset` (a rename keeps one) or a new one.
+pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8], offset: Option<u32>) {
+    attach_name(dir, child, name.into(), offset);
+}
+
+/// Reserves a place for an entry made later that Linux makes first (the
+/// whiteout of a rename).
+pub(crate) fn reserve_slot(dir: &DirState) -> Slot {
+    dir.children.write().new_slot(None)
 }
 
 /// [`attach`] with a name already shared.
-fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name) {
+fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option<u32>) {
+    let slot = dir.children.write().new_slot(offset);
+    attach_slot(dir, child, shared, slot);
+}
+
+fn attach_slot(dir: &DirState, child: &Arc<Dentry>, shared: Name, slot: Slot) {
     let mut ch = dir.children.write();
-    let pos = ch.next_pos;
-    ch.next_pos += 1;
     {
         let mut l = child.link.write();
-        l.pos = pos;
+        l.pos = slot.pos;
+        l.offset = slot.offset;
         l.name = shared.clone();
     }
-    ch.order.insert(pos, child.clone());
+    ch.order.insert(slot.pos, child.clone());
     ch.by_name.insert(shared, child.clone());
 }
 

@@ -290,13 +290,10 @@ impl OpenFile {
                 out.push((b"..".to_vec(), DirentType::Dir));
                 *pos = 2;
             }
-            // Position 2 starts at the newest entry, a higher one at the
-            // newest entry at or below it; the end is DIR_OFFSET_EOD. One
-            // snapshot under one lock, so a concurrent rename cannot show an
-            // entry twice in a single call.
+            // The end is DIR_OFFSET_EOD. One snapshot under one lock, so a
+            // concurrent rename cannot show an entry twice in a single call.
             if *pos != DIR_OFFSET_EOD {
-                let start = if *pos == 2 { u64::MAX } else { *pos };
-                out.extend(d.children_upto(start));
+                out.extend(d.children_from(*pos));
             }
             *pos = DIR_OFFSET_EOD;
             return Ok(out);

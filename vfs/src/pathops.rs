@@ -696,18 +696,29 @@ impl Vfs {
             }
             return Err(e);
         }
-        // The filesystem has moved the names; now move the dentries.
+        // The filesystem has moved the names; now move the dentries. Linux's
+        // directory offsets: a replaced entry's offset goes to the entry that
+        // replaces it, an exchange keeps the offsets where the names are, and
+        // a moved entry goes to the head of its directory's list (the
+        // exchanged one first). A whiteout is made, and placed, first.
+        let whiteout_slot = flags
+            .contains(RenameFlags::RENAME_WHITEOUT)
+            .then(|| old_dir.dentry.dir().map(crate::dentry::reserve_slot))
+            .transpose()?;
+        let src_offset = src.dir_offset();
         old_dir.dentry.remove_child(&oname);
         let new_ds = new_dir.dentry.dir()?;
+        let mut offset = None;
         if let Some(d) = &dst {
+            offset = Some(d.dir_offset());
             new_dir.dentry.remove_child(&nname);
             if exchange {
                 d.link.write().parent = Some(old_dir.dentry.clone());
-                crate::dentry::attach(old_dir.dentry.dir()?, d, &oname);
+                crate::dentry::attach(old_dir.dentry.dir()?, d, &oname, Some(src_offset));
             }
         }
         src.link.write().parent = Some(new_dir.dentry.clone());
-        crate::dentry::attach(new_ds, &src, &nname);
+        crate::dentry::attach(new_ds, &src, &nname, offset);
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             // A whiteout is a character device 0:0 owned by the caller.
             let node = NewNode {
@@ -719,7 +730,10 @@ impl Vfs {
                 target: &[],
             };
             let inode = old_dir.dentry.inode().create(&c, &oname, &node)?;
-            old_dir.dentry.insert_child(&oname, inode)?;
+            match whiteout_slot {
+                Some(slot) => old_dir.dentry.insert_child_at(&oname, inode, slot)?,
+                None => old_dir.dentry.insert_child(&oname, inode)?,
+            };
         }
         Ok(())
     }

@@ -299,10 +299,34 @@ impl Vfs {
                     (c, link.clone())
                 })
                 .collect();
-            let at = self.top_of(&VirtualDentry::new(pm.clone(), target.dentry.clone()));
-            self.attach_tree(ns, &copies, &at.mount, &at.dentry)?;
+            // The copy goes right on the mount point; whatever was mounted
+            // there is tucked on top of the copy (`attach_recursive_mnt`).
+            let covered = self.mount_at(&pm, &target.dentry);
+            self.attach_tree(ns, &copies, &pm, &target.dentry)?;
+            if let (Some(q), Some((copy, _))) = (covered, copies.first()) {
+                let top = self.top_of(&VirtualDentry::root_of(copy));
+                self.change_mountpoint(&q, &top.mount, &top.dentry);
+            }
         }
         Ok(())
+    }
+
+    /// Moves `q` (and what is mounted on it) onto `mp` in `parent`, keeping
+    /// its place in the namespace's list (`mnt_change_mountpoint`).
+    fn change_mountpoint(&self, q: &Arc<Mount>, parent: &Arc<Mount>, mp: &Arc<Dentry>) {
+        let mut table = self.mount_table.write();
+        let mut l = q.link.write();
+        if let (Some(p), Some(old)) = (l.parent.take(), l.mountpoint.take()) {
+            let key = (p.id(), Arc::as_ptr(&old) as usize);
+            if table.get(&key).is_some_and(|x| Arc::ptr_eq(x, q)) {
+                table.remove(&key);
+            }
+            old.mounts.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        mp.mounts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        table.insert((parent.id(), Arc::as_ptr(mp) as usize), q.clone());
+        l.parent = Some(parent.clone());
+        l.mountpoint = Some(mp.clone());
     }
 
     fn attach_tree(

@@ -67,10 +67,12 @@ impl Vfs {
             PropagationType::Slave | PropagationType::Private | PropagationType::Unbindable => {
                 self.make_slave(ns, m, t == PropagationType::Slave);
                 let mut p = m.prop.lock();
+                // MS_SLAVE leaves an unbindable mount unbindable
+                // (`change_mnt_propagation` touches the flag only otherwise).
                 if t != PropagationType::Slave {
                     p.master = None;
+                    p.unbindable = t == PropagationType::Unbindable;
                 }
-                p.unbindable = t == PropagationType::Unbindable;
             }
         }
     }
