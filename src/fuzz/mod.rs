@@ -38,7 +38,8 @@ and on Linux, and reports every script whose outputs differ, that breaks an
 invariant, or that makes Tessera panic, minimised by delta debugging over
 its lines. Ends with: `N scripts, M ops, D differences`.
   --keep DIR     write each minimised finding to DIR as NAME.ops, with the
-                 outputs NAME.linux and NAME.tessera
+                 outputs NAME.linux and NAME.tessera, and the numbers of the
+                 scripts Linux answered differently on reruns to unstable.txt
   --stats        print how often each operation and each (operation, errno)
                  pair appeared (from the Linux outputs)
   --jobs J       run J scripts at a time (default: the number of CPUs)
@@ -234,6 +235,15 @@ pub fn command(args: &[OsString]) -> u8 {
             "note: {} scripts differed but Linux gave different answers on reruns (not counted)",
             summary.unstable
         );
+        if let Some(dir) = &o.keep {
+            // Their numbers, to look at with `--start I --count 1 --print`.
+            let mut ids = summary.unstable_ids.clone();
+            ids.sort_unstable();
+            let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+            if let Err(e) = std::fs::write(dir.join("unstable.txt"), text) {
+                eprintln!("error: cannot write unstable.txt: {e}");
+            }
+        }
     }
     println!(
         "{} scripts, {} ops, {} differences",
@@ -268,6 +278,8 @@ pub struct Summary {
     pub skipped: u64,
     /// Scripts that differed but on which Linux itself gave two answers.
     pub unstable: u64,
+    /// Their script numbers.
+    pub unstable_ids: Vec<u64>,
     /// Coverage.
     pub stats: stats::Stats,
 }
@@ -559,6 +571,7 @@ pub fn run(o: &Options) -> Summary {
                     }
                     if e.linux_unstable {
                         t.unstable += 1;
+                        t.unstable_ids.push(index);
                     }
                     match (&e.linux, &e.tessera) {
                         (Some(out), _) | (None, Some(out)) => t.stats.add(&out.stdout),
@@ -576,7 +589,9 @@ pub fn run(o: &Options) -> Summary {
                 // runs again was Linux changing its mind between runs (the
                 // repeats above can all agree by chance): not a finding.
                 if kind == Kind::Difference && !still_shows(&kind, src.as_bytes(), o) {
-                    total.lock().unwrap_or_else(|p| p.into_inner()).unstable += 1;
+                    let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
+                    t.unstable += 1;
+                    t.unstable_ids.push(index);
                     continue;
                 }
                 total.lock().unwrap_or_else(|p| p.into_inner()).findings += 1;

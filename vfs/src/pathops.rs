@@ -888,6 +888,11 @@ impl Vfs {
                 m &= !S_ISGID;
             }
             if m != o.mode {
+                // Clearing the bits is a chmod (`setattr_prepare`), which
+                // only the owner may make, even for chown(-1, -1).
+                if !perm::is_owner_or_capable(cred, o) {
+                    return Err(Errno::EPERM);
+                }
                 attr.mode = Some(m & 0o7777);
             }
         }
