@@ -400,7 +400,7 @@ impl Worker<'_> {
                     0,
                 );
                 if let Some(fd) = self.rep.note(name, &path, r) {
-                    let ents = p.getdents(fd);
+                    let ents = p.getdents(fd).map(|d| d.into_vec());
                     if let Some(ents) = self.rep.note("getdents", &path, ents) {
                         let mut seen = HashSet::new();
                         for (n, _) in &ents {
@@ -541,7 +541,7 @@ impl Worker<'_> {
                     if is_dir {
                         let _ = p.lseek(fd, 0, 0);
                         // A held directory may have been removed since: ENOENT is fine.
-                        let r = p.getdents(fd);
+                        let r = p.getdents(fd).map(|d| d.into_vec());
                         self.rep.note(
                             name,
                             "getdents held fd",
@@ -669,7 +669,7 @@ fn check_tree(p: &Process, failures: &mut Vec<String>) -> u64 {
                 continue;
             }
         };
-        let ents = p.getdents(fd).unwrap();
+        let ents = p.getdents(fd).map(|d| d.into_vec()).unwrap();
         p.close(fd).unwrap();
         let mut seen = HashSet::new();
         let mut subdirs = 0;
@@ -1037,7 +1037,7 @@ fn targeted_getdents_vs_rename_in_same_dir() {
                     0,
                 )
                 .unwrap();
-            let ents = p.getdents(fd).unwrap();
+            let ents = p.getdents(fd).map(|d| d.into_vec()).unwrap();
             p.close(fd).unwrap();
             let names: HashSet<_> = ents.iter().map(|e| e.0.clone()).collect();
             if names.len() != ents.len() {

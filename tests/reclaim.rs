@@ -178,7 +178,7 @@ fn run(total: usize, bound: u64) {
                 0,
             )
             .unwrap();
-        let ents = p.getdents(fd).unwrap();
+        let ents = p.getdents(fd).map(|d| d.into_vec()).unwrap();
         p.close(fd).unwrap();
         assert_eq!(
             ents.len(),
@@ -203,7 +203,7 @@ fn run(total: usize, bound: u64) {
             0,
         )
         .unwrap();
-    let ents = p.getdents(fd).unwrap();
+    let ents = p.getdents(fd).map(|d| d.into_vec()).unwrap();
     p.close(fd).unwrap();
     let names: Vec<&[u8]> = ents.iter().map(|e| &e.0[..]).collect();
     assert_eq!(names, [&b"."[..], b".."], "/ is not empty");

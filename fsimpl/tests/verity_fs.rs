@@ -198,7 +198,7 @@ fn names(p: &Process, path: &str) -> Result<Vec<Vec<u8>>> {
     let fd = p.openat(AT_FDCWD, path.as_bytes(), RO | OpenFlags::O_DIRECTORY, 0)?;
     let r = p.getdents(fd);
     p.close(fd).unwrap();
-    let mut v: Vec<Vec<u8>> = r?.into_iter().map(|(n, _)| n).collect();
+    let mut v: Vec<Vec<u8>> = r?.iter().map(|(n, _)| n.to_vec()).collect();
     v.sort();
     Ok(v)
 }

@@ -298,7 +298,7 @@ impl Backend for TesseraBackend {
         self.p.fsync(fd)
     }
     fn getdents(&mut self, fd: i32) -> Result<Vec<Dirent>> {
-        self.p.getdents(fd)
+        self.p.getdents(fd).map(|d| d.into_vec())
     }
     fn chdir(&mut self, path: &[u8]) -> Result<()> {
         self.p.chdir(path)

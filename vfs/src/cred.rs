@@ -73,6 +73,16 @@ pub struct Credentials {
     pub groups: SmallVec<[u32; 4]>,
     /// Effective capabilities.
     pub caps: Caps,
+    /// Which set of credentials this is. Linux compares a file's opener
+    /// with the caller by identity (`f_cred != current_cred()`), and every
+    /// change of credentials makes a new set, even to the same ids.
+    serial: u64,
+}
+
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Credentials {
@@ -87,6 +97,7 @@ impl Credentials {
             fsgid: 0,
             groups: SmallVec::new(),
             caps: Caps::ALL,
+            serial: next_serial(),
         }
     }
 
@@ -101,7 +112,18 @@ impl Credentials {
             fsgid: gid,
             groups: SmallVec::new(),
             caps: Caps::empty(),
+            serial: next_serial(),
         }
+    }
+
+    /// Makes these a new set of credentials (see [`Credentials::is_same_set`]).
+    pub fn renew(&mut self) {
+        self.serial = next_serial();
+    }
+
+    /// Whether `other` is this very set of credentials, not only equal ids.
+    pub fn is_same_set(&self, other: &Credentials) -> bool {
+        self.serial == other.serial
     }
 
     /// Whether `cap` is effective.

@@ -142,6 +142,8 @@ impl Children {
 /// Per-directory state.
 pub(crate) struct DirState {
     pub(crate) op: Mutex<()>,
+    /// The inode's `coherence()`, asked once: every walk step needs it.
+    pub(crate) coherence: Coherence,
     pub(crate) children: RwLock<Children>,
 }
 
@@ -174,6 +176,7 @@ impl Dentry {
         let dir = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
                 op: Mutex::new(()),
+                coherence: inode.coherence(),
                 children: RwLock::new(Children {
                     next_pos: FIRST_POS,
                     next_offset: FIRST_OFFSET,
@@ -256,6 +259,14 @@ impl Dentry {
         self.mounts.load(Ordering::SeqCst) != 0
     }
 
+    /// How the children of this directory may be cached (fixed per inode).
+    #[inline]
+    pub fn coherence(&self) -> Coherence {
+        self.dir
+            .as_ref()
+            .map_or_else(|| self.inode.coherence(), |d| d.coherence)
+    }
+
     pub(crate) fn dir(&self) -> Result<&DirState> {
         self.dir.as_deref().ok_or(Errno::ENOTDIR)
     }
@@ -320,9 +331,9 @@ impl Dentry {
     /// `offset_iterate_dir`): from the entry with the greatest offset not
     /// above it (the newest entry when there is none, or at offset 2), then
     /// on down the list, newest first.
-    pub(crate) fn children_from(&self, offset: u64) -> Vec<(Vec<u8>, DirentType)> {
+    pub(crate) fn children_from(&self, offset: u64, out: &mut crate::file::Dirents) {
         let Some(dir) = self.dir.as_ref() else {
-            return Vec::new();
+            return;
         };
         let ch = dir.children.read();
         let start = if offset == 2 {
@@ -337,14 +348,15 @@ impl Dentry {
                 .max()
                 .map(|(_, pos)| pos)
         };
-        let mut out = Vec::with_capacity(ch.by_name.len());
-        out.extend(
-            ch.order
-                .range(..=start.unwrap_or(u32::MAX))
-                .rev()
-                .map(|(_, d)| (d.link.read().name.to_vec(), d.ftype.dirent_type())),
-        );
-        out
+        out.reserve(ch.by_name.len());
+        for d in ch
+            .order
+            .range(..=start.unwrap_or(u32::MAX))
+            .rev()
+            .map(|(_, d)| d)
+        {
+            out.push(&d.link.read().name, d.ftype.dirent_type());
+        }
     }
 
     /// The offset of this entry in its directory.

@@ -45,6 +45,52 @@ pub struct OpenFile {
     cred: Credentials,
 }
 
+/// Directory entries read by one `getdents`: the names packed in one buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dirents {
+    names: Vec<u8>,
+    /// Where each name ends in `names`, and its type.
+    ends: Vec<(u32, DirentType)>,
+}
+
+impl Dirents {
+    /// Appends an entry.
+    pub fn push(&mut self, name: &[u8], t: DirentType) {
+        self.names.extend_from_slice(name);
+        self.ends.push((self.names.len() as u32, t));
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The entries in order: name and type.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], DirentType)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(end, t)| {
+            let name = &self.names[start..end as usize];
+            start = end as usize;
+            (name, t)
+        })
+    }
+
+    /// The entries as separate vectors.
+    pub fn into_vec(self) -> Vec<(Vec<u8>, DirentType)> {
+        self.iter().map(|(n, t)| (n.to_vec(), t)).collect()
+    }
+
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        self.ends.reserve(entries);
+        self.names.reserve(entries * 8);
+    }
+}
+
 impl OpenFile {
     pub(crate) fn new(
         vd: VirtualDentry,
@@ -265,9 +311,14 @@ impl OpenFile {
         Ok(new)
     }
 
-    /// Reads directory entries from the position to the end (`getdents64`
-    /// until it returns 0). Offsets stay valid while the directory changes.
+    /// `getdents(2)`: the entries from the current offset to the end, `.`
+    /// and `..` included; the offset moves to the end.
     pub fn getdents(&self, cred: &Credentials) -> Result<Vec<(Vec<u8>, DirentType)>> {
+        self.read_dirents(cred).map(Dirents::into_vec)
+    }
+
+    /// [`OpenFile::getdents`] into one buffer, without an allocation per name.
+    pub fn read_dirents(&self, cred: &Credentials) -> Result<Dirents> {
         if self.is_path() {
             return Err(Errno::EBADF);
         }
@@ -279,21 +330,21 @@ impl OpenFile {
             return Err(Errno::ENOENT);
         }
         let mut pos = self.pos.lock();
-        let mut out = Vec::new();
-        if d.inode().coherence() == Coherence::Authoritative {
+        let mut out = Dirents::default();
+        if d.coherence() == Coherence::Authoritative {
             // Positions 0 and 1 are `.` and `..`.
             if *pos == 0 {
-                out.push((b".".to_vec(), DirentType::Dir));
+                out.push(b".", DirentType::Dir);
                 *pos = 1;
             }
             if *pos == 1 {
-                out.push((b"..".to_vec(), DirentType::Dir));
+                out.push(b"..", DirentType::Dir);
                 *pos = 2;
             }
             // The end is DIR_OFFSET_EOD. One snapshot under one lock, so a
             // concurrent rename cannot show an entry twice in a single call.
             if *pos != DIR_OFFSET_EOD {
-                out.extend(d.children_from(*pos));
+                d.children_from(*pos, &mut out);
             }
             *pos = DIR_OFFSET_EOD;
             return Ok(out);
@@ -306,7 +357,7 @@ impl OpenFile {
             }
             for e in batch {
                 *pos = e.next_off;
-                out.push((e.name, e.dtype));
+                out.push(&e.name, e.dtype);
             }
         }
         Ok(out)

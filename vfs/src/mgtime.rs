@@ -76,7 +76,11 @@ impl MgInode {
 
     /// `stat` read the ctime: the next change must get a distinct time.
     pub fn query(&self) {
-        self.0.fetch_or(QUERIED, Ordering::AcqRel);
+        // Only the first stat after a change writes: repeated stats of one
+        // file from several threads then share the line read-only.
+        if self.0.load(Ordering::Relaxed) & QUERIED == 0 {
+            self.0.fetch_or(QUERIED, Ordering::AcqRel);
+        }
     }
 
     /// `inode_set_ctime_current`: stamps a change and returns its time.

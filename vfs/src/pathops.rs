@@ -461,7 +461,7 @@ impl Vfs {
     }
 
     /// `linkat(2)`. `opener` is the credentials that opened the old
-    /// descriptor, for `AT_EMPTY_PATH`.
+    /// descriptor when the old path is walked from one, for `AT_EMPTY_PATH`.
     #[allow(clippy::too_many_arguments)]
     pub fn linkat(
         &self,
@@ -476,16 +476,22 @@ impl Vfs {
         if !(flags - AtFlags::AT_SYMLINK_FOLLOW - AtFlags::AT_EMPTY_PATH).is_empty() {
             return Err(Errno::EINVAL);
         }
-        // An empty old path links the open file itself: allowed to whoever
-        // opened it, or with CAP_DAC_READ_SEARCH (`linkat(2)`).
-        let empty_ok = flags.contains(AtFlags::AT_EMPTY_PATH)
-            && (ctx.cred.has(Caps::DAC_READ_SEARCH) || opener.is_some_and(|o| o == ctx.cred));
+        // With AT_EMPTY_PATH a walk from a descriptor (an empty path links
+        // the open file itself) is allowed only to whoever opened it, with
+        // the very same credentials, or with CAP_DAC_READ_SEARCH; otherwise
+        // ENOENT before anything else about the path (`path_init`).
+        let empty = flags.contains(AtFlags::AT_EMPTY_PATH);
+        if let Some(o) = opener.filter(|_| empty) {
+            if !ctx.cred.has(Caps::DAC_READ_SEARCH) && !o.is_same_set(ctx.cred) {
+                return Err(Errno::ENOENT);
+            }
+        }
         let src = self.lookup(
             ctx,
             old_start,
             old,
             flags.contains(AtFlags::AT_SYMLINK_FOLLOW),
-            empty_ok,
+            empty,
         )?;
         self.filename_create(ctx, new_start, new, false, |parent, name| {
             if !Arc::ptr_eq(&src.mount, &parent.mount) {

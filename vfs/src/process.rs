@@ -136,6 +136,7 @@ impl Process {
             c.groups = groups.iter().copied().collect();
             c.fsgid = fsgid;
             c.set_fsuid(fsuid);
+            c.renew();
             st.cred = Arc::new(c);
         });
     }
@@ -219,7 +220,8 @@ impl Process {
             root: &st.root,
             umask: st.umask,
         };
-        let opener = if old.is_empty() && olddirfd != AT_FDCWD {
+        // The walk starts at a descriptor: AT_EMPTY_PATH asks who opened it.
+        let opener = if olddirfd != AT_FDCWD && old.first() != Some(&b'/') {
             Some(self.file(olddirfd)?.opener().clone())
         } else {
             None
@@ -452,9 +454,9 @@ impl Process {
     }
 
     /// Reads every directory entry from the descriptor's position to the end.
-    pub fn getdents(&self, fd: i32) -> Result<Vec<(Vec<u8>, DirentType)>> {
+    pub fn getdents(&self, fd: i32) -> Result<crate::file::Dirents> {
         let f = self.file(fd)?;
-        f.getdents(&self.credentials())
+        f.read_dirents(&self.credentials())
     }
 
     fn check_search(cred: &Credentials, vd: &VirtualDentry) -> Result<()> {

@@ -27,6 +27,24 @@ use crate::Vfs;
 /// A name short enough to stay on the stack.
 pub type NameBuf = SmallVec<[u8; 32]>;
 
+/// A component taken from a path: a slice of the caller's path, or a copy
+/// of a name from a link's target (which the walk may drop meanwhile).
+enum Comp<'p> {
+    Path(&'p [u8]),
+    Link(NameBuf),
+}
+
+impl std::ops::Deref for Comp<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Comp::Path(s) => s,
+            Comp::Link(b) => b,
+        }
+    }
+}
+
 /// The kind of the last component of a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Last {
@@ -179,7 +197,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     }
 
     /// Takes the next component: its bytes and whether it is the last one.
-    fn next_component(&mut self) -> Option<(NameBuf, bool)> {
+    fn next_component(&mut self) -> Option<(Comp<'p>, bool)> {
         loop {
             let seg = self.segs.last_mut()?;
             let bytes = &seg.buf[..];
@@ -195,7 +213,10 @@ impl<'a, 'p> Walker<'a, 'p> {
             while i < bytes.len() && bytes[i] != b'/' {
                 i += 1;
             }
-            let name: NameBuf = SmallVec::from_slice(&bytes[start..i]);
+            let name = match seg.buf {
+                Cow::Borrowed(path) => Comp::Path(&path[start..i]),
+                Cow::Owned(_) => Comp::Link(SmallVec::from_slice(&bytes[start..i])),
+            };
             let slash = i < bytes.len();
             seg.pos = i;
             // Only the slashes up to the next name need looking at; the
@@ -250,7 +271,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                 return Ok(match &name[..] {
                     b"." => Last::Dot,
                     b".." => Last::DotDot,
-                    _ => Last::Name(name),
+                    _ => Last::Name(match name {
+                        Comp::Path(s) => SmallVec::from_slice(s),
+                        Comp::Link(b) => b,
+                    }),
                 });
             }
             match &name[..] {
@@ -517,13 +541,13 @@ pub(crate) fn link_accessed(link: &VirtualDentry, cached: bool) -> Result<bool> 
 /// miss unless the directory is authoritative.
 pub(crate) fn lookup_in(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Arc<Dentry>> {
     let coherence = if let Some(c) = dir.cached_child(name) {
-        let coh = dir.inode().coherence();
+        let coh = dir.coherence();
         if coh != Coherence::Revalidate || dir.inode().revalidate(&Ctx { cred }, name, c.inode()) {
             return Ok(c);
         }
         coh
     } else {
-        dir.inode().coherence()
+        dir.coherence()
     };
     if coherence == Coherence::Authoritative {
         return Err(Errno::ENOENT);

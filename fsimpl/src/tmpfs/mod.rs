@@ -69,6 +69,18 @@ struct Limits {
     max_inodes: u64,
 }
 
+/// `mode=` (octal), `uid=` and `gid=`, each checked as `shmem_parse_one` does.
+fn take_owner_opts(d: &mut MountData) -> Result<(Option<u32>, Option<u32>, Option<u32>)> {
+    let mode = d
+        .take_value("mode")?
+        .map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL))
+        .transpose()?;
+    let id = |v: String| v.parse::<u32>().map_err(|_| Errno::EINVAL);
+    let uid = d.take_value("uid")?.map(id).transpose()?;
+    let gid = d.take_value("gid")?.map(id).transpose()?;
+    Ok((mode, uid, gid))
+}
+
 fn parse_size_opt(v: &str, total: u64) -> Result<u64> {
     if let Some(p) = v.strip_suffix('%') {
         let pct = parse_number(p).ok_or(Errno::EINVAL)?;
@@ -107,18 +119,7 @@ impl FilesystemType for TmpfsType {
             .take_value("nr_inodes")?
             .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
             .transpose()?;
-        let mode = d
-            .take_value("mode")?
-            .map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL))
-            .transpose()?;
-        let uid = d
-            .take_value("uid")?
-            .map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL))
-            .transpose()?;
-        let gid = d
-            .take_value("gid")?
-            .map(|v| v.parse::<u32>().map_err(|_| Errno::EINVAL))
-            .transpose()?;
+        let (mode, uid, gid) = take_owner_opts(&mut d)?;
         for (k, _) in [
             ("huge", ()),
             ("mpol", ()),
@@ -312,10 +313,10 @@ impl FilesystemOps for TmpfsFs {
             .take_value("nr_inodes")?
             .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
             .transpose()?;
-        // Accepted but not applied on remount, as in Linux's shmem_reconfigure.
-        for k in [
-            "mode", "uid", "gid", "huge", "mpol", "inode32", "inode64", "noswap",
-        ] {
+        // Parsed (a bad value is EINVAL) but not applied on remount, as in
+        // Linux's shmem_reconfigure.
+        take_owner_opts(&mut d)?;
+        for k in ["huge", "mpol", "inode32", "inode64", "noswap"] {
             d.take(k);
         }
         d.finish()?;
@@ -477,13 +478,27 @@ impl TmpInode {
 
     /// Marks a change of this directory's entries (mtime, ctime, size, link count).
     fn dir_changed(&self, entries: i32, links: i32) {
-        self.mg_changed();
-        self.dir_changed_as(entries, links);
+        self.changed(entries, links, None);
     }
 
-    /// [`TmpInode::dir_changed`] whose multigrain ctime was set by the caller.
-    fn dir_changed_as(&self, entries: i32, links: i32) {
-        let now = self.now();
+    /// [`TmpInode::dir_changed`] whose multigrain ctime is `t`, another
+    /// inode's new ctime (`shmem_link`, `shmem_unlink`).
+    fn dir_changed_as(&self, entries: i32, links: i32, t: u32) {
+        self.changed(entries, links, Some(t));
+    }
+
+    fn changed(&self, entries: i32, links: i32, t: Option<u32>) {
+        // One upgrade of the filesystem reference for the whole update.
+        let Some(fs) = self.fs.upgrade() else {
+            return;
+        };
+        match t {
+            Some(t) => self.mgt.set_ctime_to(t),
+            None => {
+                self.mgt.set_ctime_current(&fs.mg);
+            }
+        }
+        let now = fs.now();
         let mut m = self.meta.write();
         m.mtime = Stamp::from(now);
         m.ctime = Stamp::from(now);
@@ -500,8 +515,11 @@ impl TmpInode {
     }
 
     fn touch_ctime(&self, links: i32) {
-        self.mg_changed();
-        let now = self.now();
+        let Some(fs) = self.fs.upgrade() else {
+            return;
+        };
+        self.mgt.set_ctime_current(&fs.mg);
+        let now = fs.now();
         let mut m = self.meta.write();
         m.ctime = Stamp::from(now);
         m.nlink = m.nlink.saturating_add_signed(links);
@@ -721,23 +739,20 @@ impl Inode for TmpInode {
             m.ctime = Stamp::from(fs.now());
         }
         // `shmem_link`: the directory takes the inode's new ctime.
-        self.mgt.set_ctime_to(t.mgt.set_ctime_current(&fs.mg));
-        self.dir_changed_as(1, 0);
+        self.dir_changed_as(1, 0, t.mgt.set_ctime_current(&fs.mg));
         Ok(())
     }
 
     fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
         // `shmem_unlink`: the directory takes the inode's new ctime.
-        self.mgt.set_ctime_to(c.drop_link(&*self.fs()?));
-        self.dir_changed_as(-1, 0);
+        self.dir_changed_as(-1, 0, c.drop_link(&*self.fs()?));
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        self.mgt.set_ctime_to(c.clear_links(&*self.fs()?));
-        self.dir_changed_as(-1, -1);
+        self.dir_changed_as(-1, -1, c.clear_links(&*self.fs()?));
         Ok(())
     }
 
@@ -775,11 +790,9 @@ impl Inode for TmpInode {
         let replaced = replaced.map(Self::downcast).transpose()?;
         if let Some(r) = replaced {
             if r.ftype() == FileType::Directory {
-                nd.mgt.set_ctime_to(r.clear_links(&*self.fs()?));
-                nd.dir_changed_as(-1, -1);
+                nd.dir_changed_as(-1, -1, r.clear_links(&*self.fs()?));
             } else {
-                nd.mgt.set_ctime_to(r.drop_link(&*self.fs()?));
-                nd.dir_changed_as(-1, 0);
+                nd.dir_changed_as(-1, 0, r.drop_link(&*self.fs()?));
             }
         }
         // `simple_rename_timestamp`: both directories, the moved inode, then
