@@ -81,12 +81,12 @@ pub trait Inode: Send + Sync + 'static {
     /// Whether following this symbolic link now would update its access
     /// time (Linux's `atime_needs_update`, given `relatime` of the mount):
     /// a lock-free walk gives up on such a link.
-    fn atime_needs_update(&self, _relatime: bool) -> bool {
+    fn atime_needs_update(&self, _clock: &crate::mgtime::MgClock, _relatime: bool) -> bool {
         false
     }
 
     /// Updates the access time of this symbolic link (`touch_atime`).
-    fn touch_atime(&self) {}
+    fn touch_atime(&self, _clock: &crate::mgtime::MgClock) {}
 
     /// Applies attribute changes whose permission the VFS has checked.
     fn setattr(&self, _ctx: &Ctx<'_>, _attr: &SetAttr) -> Result<()> {
@@ -160,6 +160,12 @@ pub trait Inode: Send + Sync + 'static {
     /// The target of a symbolic link.
     fn readlink(&self) -> Result<Vec<u8>> {
         Err(Errno::EINVAL)
+    }
+
+    /// The target of a symbolic link for the walker to follow: a filesystem
+    /// that keeps it shared hands out a reference instead of a copy.
+    fn link_target(&self) -> Result<Arc<[u8]>> {
+        self.readlink().map(Arc::from)
     }
 
     /// Opens this inode. Device files are opened through the device registry

@@ -202,7 +202,7 @@ impl Vfs {
     fn walker<'a, 'p>(
         &'a self,
         ctx: &'a PathCtx<'_>,
-        start: &VirtualDentry,
+        start: &'a VirtualDentry,
         path: &'p [u8],
         resolve: ResolveFlags,
     ) -> Result<Walker<'a, 'p>> {
@@ -289,7 +289,7 @@ impl Vfs {
     fn parent_of<'a, 'p>(
         &'a self,
         ctx: &'a PathCtx<'_>,
-        start: &VirtualDentry,
+        start: &'a VirtualDentry,
         path: &'p [u8],
     ) -> Result<(Walker<'a, 'p>, Last)> {
         if path.is_empty() {
@@ -759,7 +759,7 @@ impl Vfs {
                 Errno::EINVAL
             });
         }
-        crate::walk::link_accessed(&vd, false)?;
+        crate::walk::link_accessed(self, &vd, false)?;
         vd.dentry.inode().readlink()
     }
 

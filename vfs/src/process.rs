@@ -73,6 +73,23 @@ pub struct Process {
     fds: Mutex<FdTable>,
 }
 
+/// Where a path walk starts: the working directory of the call's snapshot
+/// (borrowed: no reference counts touched) or a descriptor's location.
+enum Start<'s> {
+    Cwd(&'s VirtualDentry),
+    File(Arc<OpenFile>),
+}
+
+impl std::ops::Deref for Start<'_> {
+    type Target = VirtualDentry;
+    fn deref(&self) -> &VirtualDentry {
+        match self {
+            Start::Cwd(v) => v,
+            Start::File(f) => f.location(),
+        }
+    }
+}
+
 impl Process {
     /// A process in `ns` whose root and working directory are the top of the
     /// namespace's root, with credentials `cred` and umask 022.
@@ -165,11 +182,11 @@ impl Process {
         Ok(f)
     }
 
-    fn start(&self, st: &State, dirfd: i32, path: &[u8]) -> Result<VirtualDentry> {
+    fn start<'s>(&self, st: &'s State, dirfd: i32, path: &[u8]) -> Result<Start<'s>> {
         if path.first() == Some(&b'/') || dirfd == AT_FDCWD {
-            return Ok(st.cwd.clone());
+            return Ok(Start::Cwd(&st.cwd));
         }
-        Ok(self.file(dirfd)?.location().clone())
+        Ok(Start::File(self.file(dirfd)?))
     }
 
     fn with<T>(
@@ -373,7 +390,7 @@ impl Process {
         let scoped =
             resolve.intersects(ResolveFlags::RESOLVE_BENEATH | ResolveFlags::RESOLVE_IN_ROOT);
         let start = if scoped && dirfd != AT_FDCWD {
-            self.file(dirfd)?.location().clone()
+            Start::File(self.file(dirfd)?)
         } else {
             self.start(&st, dirfd, path)?
         };

@@ -11,7 +11,6 @@
 //! ([`Walker::walk_to_last`]), which lets create-style calls act on the
 //! parent and the name, and lets `open` follow a final link and go on.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -58,8 +57,26 @@ pub enum Last {
     Name(NameBuf),
 }
 
+/// The bytes of a segment: the caller's path, or a link's target (shared
+/// with the inode, so following a link copies nothing).
+enum SegBuf<'p> {
+    Path(&'p [u8]),
+    Link(Arc<[u8]>),
+}
+
+impl std::ops::Deref for SegBuf<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegBuf::Path(p) => p,
+            SegBuf::Link(l) => l,
+        }
+    }
+}
+
 struct Seg<'p> {
-    buf: Cow<'p, [u8]>,
+    buf: SegBuf<'p>,
     pos: usize,
     /// Putting this link (when its last component is taken) drops a
     /// reference to a detached mount in a blocking walk (see `seq_moved`).
@@ -77,8 +94,9 @@ pub struct WalkFlags {
 pub struct Walker<'a, 'p> {
     vfs: &'a Vfs,
     cred: &'a Credentials,
-    /// The root `..` stops at and absolute paths start from.
-    root: VirtualDentry,
+    /// The root `..` stops at and absolute paths start from (borrowed: a
+    /// walk takes no reference it does not need).
+    root: &'a VirtualDentry,
     /// The current directory of the walk.
     pub cur: VirtualDentry,
     segs: SmallVec<[Seg<'p>; 4]>,
@@ -104,8 +122,8 @@ impl<'a, 'p> Walker<'a, 'p> {
     pub fn new(
         vfs: &'a Vfs,
         cred: &'a Credentials,
-        root: &VirtualDentry,
-        start: &VirtualDentry,
+        root: &'a VirtualDentry,
+        start: &'a VirtualDentry,
         path: &'p [u8],
         flags: WalkFlags,
     ) -> Result<Walker<'a, 'p>> {
@@ -137,7 +155,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         let mut w = Walker {
             vfs,
             cred,
-            root: root.clone(),
+            root,
             cur: if absolute {
                 root.clone()
             } else {
@@ -152,7 +170,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             seq_moved: false,
         };
         w.segs.push(Seg {
-            buf: Cow::Borrowed(path),
+            buf: SegBuf::Path(path),
             pos: 0,
             put_moves_seq: false,
         });
@@ -161,7 +179,7 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// The root this walk is confined to.
     pub fn root(&self) -> &VirtualDentry {
-        &self.root
+        self.root
     }
 
     fn jump_root(&mut self) -> Result<()> {
@@ -214,8 +232,8 @@ impl<'a, 'p> Walker<'a, 'p> {
                 i += 1;
             }
             let name = match seg.buf {
-                Cow::Borrowed(path) => Comp::Path(&path[start..i]),
-                Cow::Owned(_) => Comp::Link(SmallVec::from_slice(&bytes[start..i])),
+                SegBuf::Path(path) => Comp::Path(&path[start..i]),
+                SegBuf::Link(_) => Comp::Link(SmallVec::from_slice(&bytes[start..i])),
             };
             let slash = i < bytes.len();
             seg.pos = i;
@@ -396,7 +414,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.root_set = true;
         let orig = self.cur.clone();
         loop {
-            if self.cur.same(&self.root) {
+            if self.cur.same(self.root) {
                 if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
                     return Err(self.unlazy(Errno::EXDEV));
                 }
@@ -466,10 +484,14 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(Errno::ELOOP);
         }
         self.links += 1;
-        if link_accessed(link, self.resolve.contains(ResolveFlags::RESOLVE_CACHED))? {
+        if link_accessed(
+            self.vfs,
+            link,
+            self.resolve.contains(ResolveFlags::RESOLVE_CACHED),
+        )? {
             self.refwalk = true;
         }
-        let target = link.dentry.inode().readlink()?;
+        let target = link.dentry.inode().link_target()?;
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -477,7 +499,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             self.jump_root()?;
         }
         self.segs.push(Seg {
-            buf: Cow::Owned(target),
+            buf: SegBuf::Link(target),
             pos: 0,
             put_moves_seq: self.refwalk && link.mount.is_detached(),
         });
@@ -517,14 +539,14 @@ impl<'a, 'p> Walker<'a, 'p> {
 /// with `EAGAIN` (the update cannot be made lock-free), which is how the
 /// history of stats and changes shows through (see [`crate::mgtime`]).
 /// Returns whether the walk had to leave RCU mode for it.
-pub(crate) fn link_accessed(link: &VirtualDentry, cached: bool) -> Result<bool> {
+pub(crate) fn link_accessed(vfs: &Vfs, link: &VirtualDentry, cached: bool) -> Result<bool> {
     let flags = link.mount.flags();
     let inode = link.dentry.inode();
     // A read-only superblock never needs an update (`IS_NOATIME`); a
     // read-only mount does, but cannot make it.
     if flags.contains(MntFlags::NOATIME)
         || link.mount.fs().is_readonly()
-        || !inode.atime_needs_update(flags.contains(MntFlags::RELATIME))
+        || !inode.atime_needs_update(vfs.mg_clock(), flags.contains(MntFlags::RELATIME))
     {
         return Ok(false);
     }
@@ -532,7 +554,7 @@ pub(crate) fn link_accessed(link: &VirtualDentry, cached: bool) -> Result<bool> 
         return Err(Errno::EAGAIN);
     }
     if !flags.contains(MntFlags::RDONLY) {
-        inode.touch_atime();
+        inode.touch_atime(vfs.mg_clock());
     }
     Ok(true)
 }

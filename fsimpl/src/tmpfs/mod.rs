@@ -386,7 +386,7 @@ impl From<Stamp> for Timespec {
 
 enum Data {
     Regular(RwLock<FileData>),
-    Symlink(Box<[u8]>, MgLink),
+    Symlink(Arc<[u8]>, MgLink),
     Fifo(Arc<pipe::Pipe>),
     Other,
 }
@@ -613,17 +613,17 @@ impl Inode for TmpInode {
         self.mgt.query();
     }
 
-    fn atime_needs_update(&self, relatime: bool) -> bool {
-        match (&self.data, self.fs.upgrade()) {
-            (Data::Symlink(_, l), Some(fs)) => l.atime_needs_update(&self.mgt, &fs.mg, relatime),
+    fn atime_needs_update(&self, clock: &MgClock, relatime: bool) -> bool {
+        match &self.data {
+            Data::Symlink(_, l) => l.atime_needs_update(&self.mgt, clock, relatime),
             _ => false,
         }
     }
 
-    fn touch_atime(&self) {
-        if let (Data::Symlink(_, l), Some(fs)) = (&self.data, self.fs.upgrade()) {
-            l.touch(&self.mgt, &fs.mg);
-            self.meta.write().atime = Stamp::from(fs.now());
+    fn touch_atime(&self, clock: &MgClock) {
+        if let Data::Symlink(_, l) = &self.data {
+            l.touch(&self.mgt, clock);
+            self.meta.write().atime = Stamp::from(self.now());
         }
     }
 
@@ -810,6 +810,13 @@ impl Inode for TmpInode {
     fn readlink(&self) -> Result<Vec<u8>> {
         match &self.data {
             Data::Symlink(t, _) => Ok(t.to_vec()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn link_target(&self) -> Result<Arc<[u8]>> {
+        match &self.data {
+            Data::Symlink(t, _) => Ok(t.clone()),
             _ => Err(Errno::EINVAL),
         }
     }
