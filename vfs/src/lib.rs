@@ -123,6 +123,7 @@ pub struct Vfs {
     next_anon_minor: AtomicU32,
     pub(crate) next_group_id: AtomicU32,
     max_mounts: AtomicU32,
+    protected_hardlinks: std::sync::atomic::AtomicBool,
 }
 
 impl Vfs {
@@ -138,6 +139,7 @@ impl Vfs {
             next_anon_minor: AtomicU32::new(16),
             next_group_id: AtomicU32::new(1),
             max_mounts: AtomicU32::new(DEFAULT_MAX_MOUNTS as u32),
+            protected_hardlinks: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -160,6 +162,18 @@ impl Vfs {
     /// The current time by the clock.
     pub fn now(&self) -> abi::Timespec {
         self.clock.read().now()
+    }
+
+    /// Sets `fs.protected_hardlinks`: when on (the default, as systemd and
+    /// Debian set it), only a file's owner may hard-link a file that the
+    /// caller could not read and write, or that is set-id or not regular.
+    pub fn set_protected_hardlinks(&self, on: bool) {
+        self.protected_hardlinks.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether `fs.protected_hardlinks` is on.
+    pub fn protected_hardlinks(&self) -> bool {
+        self.protected_hardlinks.load(Ordering::Relaxed)
     }
 
     /// Sets the per-namespace mount limit for namespaces made from now on.

@@ -151,6 +151,23 @@ fn new_file_node(ctx: &PathCtx<'_>, dir: &Arc<Dentry>, mode: u32) -> NewNode<'st
     }
 }
 
+/// `may_linkat` under `fs.protected_hardlinks`: only the owner (or
+/// `CAP_FOWNER`) may link a file that is not a safe source: a regular file
+/// without set-uid, without executable set-gid, that the caller may read
+/// and write.
+fn may_linkat(cred: &Credentials, src: &VirtualDentry) -> Result<()> {
+    let o = src.dentry.inode().owner();
+    let safe = o.mode & S_IFMT == S_IFREG
+        && o.mode & S_ISUID == 0
+        && o.mode & (S_ISGID | S_IXGRP) != (S_ISGID | S_IXGRP)
+        && inode_permission(cred, src, May::READ | May::WRITE).is_ok();
+    if safe || perm::is_owner_or_capable(cred, o) {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
 /// `may_create`: permission to add a name to `dir`.
 fn may_create(cred: &Credentials, dir: &Arc<Dentry>) -> Result<()> {
     if dir.is_dead() {
@@ -496,6 +513,9 @@ impl Vfs {
         self.filename_create(ctx, new_start, new, false, |parent, name| {
             if !Arc::ptr_eq(&src.mount, &parent.mount) {
                 return Err(Errno::EXDEV);
+            }
+            if self.protected_hardlinks() {
+                may_linkat(ctx.cred, &src)?;
             }
             may_create(ctx.cred, &parent.dentry)?;
             if src.dentry.is_dir() {
