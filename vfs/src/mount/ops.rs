@@ -584,15 +584,22 @@ impl Vfs {
             return Err(Errno::EAGAIN);
         }
         // Propagated unmounts: the copies at the parent's peers and slaves
-        // that have no children of their own.
+        // that have no children of their own, or only one that covers their
+        // root (a mount tucked on top of the copy): that one takes the
+        // copy's place (`__propagate_umount`).
         let mut victims = Vec::new();
         for (pm, _) in self.propagation_targets(ns, &parent) {
             if let Some(c) = self.mount_at(&pm, &mp) {
-                if Arc::ptr_eq(c.fs(), m.fs())
-                    && Arc::ptr_eq(c.root(), m.root())
-                    && Self::children_of(ns, &c).is_empty()
-                {
-                    victims.push(c);
+                if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) {
+                    let children = Self::children_of(ns, &c);
+                    let only_topper = match children.as_slice() {
+                        [] => true,
+                        [t] => t.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root())),
+                        _ => false,
+                    };
+                    if only_topper {
+                        victims.push(c);
+                    }
                 }
             }
         }
@@ -605,11 +612,16 @@ impl Vfs {
 
     fn umount_tree(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
         let tree = Self::subtree(ns, m);
-        // A mount stacked on the root of `m` is re-parented onto `m`'s place.
+        // A mount stacked on the root of `m` is re-parented onto `m`'s place,
+        // with everything mounted on it.
         let cover = self.mount_at(m, m.root());
+        let kept = cover
+            .as_ref()
+            .map(|c| Self::subtree(ns, c))
+            .unwrap_or_default();
         let place = m.parent();
         for x in tree.iter().rev() {
-            if cover.as_ref().is_some_and(|c| Arc::ptr_eq(c, x)) {
+            if kept.iter().any(|k| Arc::ptr_eq(k, x)) {
                 continue;
             }
             self.detach_locked(ns, x);
