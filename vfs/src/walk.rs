@@ -194,15 +194,16 @@ impl<'a, 'p> Walker<'a, 'p> {
         {
             return Err(Errno::EXDEV);
         }
-        self.leave_mount(&self.cur.mount.clone());
+        self.leave_cur_mount();
         self.cur = self.root.clone();
         self.root_set = true;
         Ok(())
     }
 
-    /// The blocking walk drops its reference to `m` (see `seq_moved`).
-    fn leave_mount(&mut self, m: &Arc<crate::mount::Mount>) {
-        if self.refwalk && m.is_detached() {
+    /// The walk moves off the current mount: a blocking walk drops its
+    /// reference to it (see `seq_moved`).
+    fn leave_cur_mount(&mut self) {
+        if self.refwalk && self.cur.mount.is_detached() {
             self.seq_moved = true;
         }
     }
@@ -343,7 +344,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 return Ok(Some(vd));
             }
             if !Arc::ptr_eq(&vd.mount, &self.cur.mount) {
-                self.leave_mount(&self.cur.mount.clone());
+                self.leave_cur_mount();
             }
             self.cur = vd;
         } else if dentry.file_type() == FileType::Symlink {
@@ -443,7 +444,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
                         return Err(self.unlazy(Errno::EXDEV));
                     }
-                    self.leave_mount(&self.cur.mount.clone());
+                    self.leave_cur_mount();
                     self.cur = VirtualDentry {
                         mount: pm,
                         dentry: mp,
