@@ -50,14 +50,14 @@ pub struct OpenFile {
 pub struct Dirents {
     names: Vec<u8>,
     /// Where each name ends in `names`, and its type.
-    ends: Vec<(u32, DirentType)>,
+    ends: Vec<(usize, DirentType)>,
 }
 
 impl Dirents {
     /// Appends an entry.
     pub fn push(&mut self, name: &[u8], t: DirentType) {
         self.names.extend_from_slice(name);
-        self.ends.push((self.names.len() as u32, t));
+        self.ends.push((self.names.len(), t));
     }
 
     /// How many entries.
@@ -74,8 +74,8 @@ impl Dirents {
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], DirentType)> + '_ {
         let mut start = 0usize;
         self.ends.iter().map(move |&(end, t)| {
-            let name = &self.names[start..end as usize];
-            start = end as usize;
+            let name = &self.names[start..end];
+            start = end;
             (name, t)
         })
     }
