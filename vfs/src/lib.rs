@@ -27,8 +27,9 @@
 //!
 //! Taken top to bottom, never upwards:
 //!
-//! 1. `Process` state (root, cwd, credentials) and descriptor table: copied
-//!    out and released before any VFS call.
+//! 1. `Process` state (root, cwd, credentials: read without a lock, changed
+//!    under `Process::update_lock`) and descriptor table: copied out and
+//!    released before any VFS call.
 //! 2. `Vfs::namespace_lock` (mount topology changes).
 //! 3. `Filesystem::rename_lock`.
 //! 4. `DirState::op` of directories, two at once in address order.

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::abi::*;
@@ -68,8 +69,12 @@ impl FdTable {
 pub struct Process {
     vfs: Arc<Vfs>,
     ns: RwLock<Arc<MountNamespace>>,
-    /// Shared copy-on-write: a call takes one reference, not one per field.
-    state: RwLock<Arc<State>>,
+    /// Copy-on-write, read without a lock or a reference count: a call
+    /// borrows the current state (`ArcSwap::load`), so calls from several
+    /// threads write no shared line to get it.
+    state: ArcSwap<State>,
+    /// Serialises changes of `state`.
+    update_lock: Mutex<()>,
     fds: Mutex<FdTable>,
 }
 
@@ -98,12 +103,13 @@ impl Process {
         Process {
             vfs,
             ns: RwLock::new(ns),
-            state: RwLock::new(Arc::new(State {
+            state: ArcSwap::from_pointee(State {
                 root: root.clone(),
                 cwd: root,
                 umask: 0o022,
                 cred: Arc::new(cred),
-            })),
+            }),
+            update_lock: Mutex::new(()),
             fds: Mutex::new(FdTable {
                 slots: Vec::new(),
                 max: DEFAULT_MAX_FDS,
@@ -123,17 +129,17 @@ impl Process {
 
     /// The root directory (changed by `chroot` and `pivot_root`).
     pub fn root(&self) -> VirtualDentry {
-        self.state.read().root.clone()
+        self.state.load().root.clone()
     }
 
     /// The working directory.
     pub fn cwd(&self) -> VirtualDentry {
-        self.state.read().cwd.clone()
+        self.state.load().cwd.clone()
     }
 
     /// The credentials.
     pub fn credentials(&self) -> Arc<Credentials> {
-        self.state.read().cred.clone()
+        self.state.load().cred.clone()
     }
 
     /// Replaces the credentials.
@@ -160,12 +166,15 @@ impl Process {
 
     /// Changes the state: calls in flight keep the copy they started with.
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut g = self.state.write();
-        f(Arc::make_mut(&mut g))
+        let _g = self.update_lock.lock();
+        let mut next = State::clone(&self.state.load());
+        let r = f(&mut next);
+        self.state.store(Arc::new(next));
+        r
     }
 
-    fn snapshot(&self) -> Arc<State> {
-        self.state.read().clone()
+    fn snapshot(&self) -> arc_swap::Guard<Arc<State>> {
+        self.state.load()
     }
 
     /// The open file behind `fd`.
