@@ -7,7 +7,7 @@
 echo "fuzz: tessera fuzz --seed 1 --count 200"
 cargo build --release --quiet --bin tessera
 fuzz_log=$(mktemp)
-target/release/tessera fuzz --seed 1 --count 200 --jobs 2 > "$fuzz_log" 2>&1 || true
+"${CARGO_TARGET_DIR:-target}"/release/tessera fuzz --seed 1 --count 200 --jobs 2 > "$fuzz_log" 2>&1 || true
 tail -n 1 "$fuzz_log"
 if grep -E '^== script [0-9]+: (invariant violation|panic)' "$fuzz_log"; then
     echo "fuzz: Tessera broke an invariant or panicked (above)"
