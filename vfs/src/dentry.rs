@@ -457,12 +457,16 @@ pub(crate) fn reserve_slot(dir: &DirState) -> Slot {
 
 /// [`attach`] with a name already shared.
 fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option<u32>) {
-    let slot = dir.children.write().new_slot(offset);
-    attach_slot(dir, child, shared, slot);
+    let mut ch = dir.children.write();
+    let slot = ch.new_slot(offset);
+    place(&mut ch, child, shared, slot);
 }
 
 fn attach_slot(dir: &DirState, child: &Arc<Dentry>, shared: Name, slot: Slot) {
-    let mut ch = dir.children.write();
+    place(&mut dir.children.write(), child, shared, slot);
+}
+
+fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
     {
         let mut l = child.link.write();
         l.pos = slot.pos;
