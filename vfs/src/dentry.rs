@@ -21,8 +21,8 @@
 //! across a call out. Order: `Filesystem::rename_lock` → `op` of the two
 //! directories (by address) → `children` → `link`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -67,7 +67,97 @@ impl Hasher for NameHasher {
     }
 }
 
-type NameMap<V> = HashMap<Name, V, BuildHasherDefault<NameHasher>>;
+/// The hash of a name in a directory's map: FxHash over whole words (a
+/// byte at a time only for the tail), with the high bits folded down, since
+/// the table picks its bucket from the low bits and a multiply leaves them
+/// blind to the upper bytes of a word.
+#[inline]
+fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = (name.len() as u64).wrapping_mul(K);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut w = 0u64;
+        for (i, &b) in tail.iter().enumerate() {
+            w |= u64::from(b) << (8 * i);
+        }
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    h ^ (h >> 32)
+}
+
+/// Whether two names are equal, compared inline: names are short, and a
+/// call to `memcmp` costs more than the comparison.
+#[inline]
+fn names_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// A key of a directory's map of names.
+#[derive(Clone)]
+pub(crate) struct NameKey(pub(crate) Name);
+
+impl Hash for NameKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(name_hash(&self.0));
+    }
+}
+
+impl PartialEq for NameKey {
+    #[inline]
+    fn eq(&self, other: &NameKey) -> bool {
+        names_equal(&self.0, &other.0)
+    }
+}
+
+impl Eq for NameKey {}
+
+/// A name to find in a directory's map, borrowed from the path.
+pub(crate) struct NameQuery<'a>(pub(crate) &'a [u8]);
+
+impl Hash for NameQuery<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(name_hash(self.0));
+    }
+}
+
+impl hashbrown::Equivalent<NameKey> for NameQuery<'_> {
+    #[inline]
+    fn equivalent(&self, key: &NameKey) -> bool {
+        names_equal(self.0, &key.0)
+    }
+}
+
+/// The hasher of the name maps: keys hash themselves ([`name_hash`]) into
+/// one word, which this passes through.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PassHasher(u64);
+
+impl Hasher for PassHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (keys write one word); kept correct anyway.
+        self.0 = name_hash(bytes) ^ self.0.rotate_left(5);
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type NameMap<V> = hashbrown::HashMap<NameKey, V, BuildHasherDefault<PassHasher>>;
 
 /// Where a dentry hangs in its tree.
 pub(crate) struct Link {
@@ -137,6 +227,16 @@ impl Children {
         }
         self.next_pos = next;
     }
+}
+
+/// The answer of [`Dentry::cached_lookup`].
+pub(crate) enum CachedLookup {
+    /// The child.
+    Hit(Arc<Dentry>),
+    /// No such name (`ENOENT`).
+    Absent,
+    /// The cache cannot tell: look the name up in full.
+    Ask,
 }
 
 /// Per-directory state.
@@ -271,6 +371,29 @@ impl Dentry {
         self.dir.as_deref().ok_or(Errno::ENOTDIR)
     }
 
+    /// What the cache alone says of `name`: the walk's common step, one
+    /// read lock and one hash probe. A live directory whose filesystem needs
+    /// no revalidation answers from the cache; an authoritative one also
+    /// answers a miss (a name too long for any entry is left to the full
+    /// lookup, which names the error).
+    #[inline]
+    pub(crate) fn cached_lookup(&self, name: &[u8]) -> CachedLookup {
+        let Some(ds) = self.dir.as_deref() else {
+            return CachedLookup::Ask;
+        };
+        if ds.coherence == Coherence::Revalidate || self.is_dead() {
+            return CachedLookup::Ask;
+        }
+        if let Some(c) = ds.children.read().by_name.get(&NameQuery(name)) {
+            return CachedLookup::Hit(c.clone());
+        }
+        if ds.coherence == Coherence::Authoritative && name.len() <= NAME_MAX {
+            CachedLookup::Absent
+        } else {
+            CachedLookup::Ask
+        }
+    }
+
     /// The cached child called `name`.
     #[inline]
     pub(crate) fn cached_child(&self, name: &[u8]) -> Option<Arc<Dentry>> {
@@ -279,7 +402,7 @@ impl Dentry {
             .children
             .read()
             .by_name
-            .get(name)
+            .get(&NameQuery(name))
             .cloned()
     }
 
@@ -314,7 +437,7 @@ impl Dentry {
     pub(crate) fn remove_child(&self, name: &[u8]) -> Option<Arc<Dentry>> {
         let dir = self.dir.as_ref()?;
         let mut ch = dir.children.write();
-        let d = ch.by_name.remove(name)?;
+        let d = ch.by_name.remove(&NameQuery(name))?;
         let pos = d.link.read().pos;
         ch.order.remove(&pos);
         Some(d)
@@ -388,10 +511,10 @@ impl Dentry {
             .filter(|(_, d)| {
                 Arc::strong_count(d) == 2 && d.cached_children() == 0 && !d.is_mountpoint()
             })
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| n.0.clone())
             .collect();
         for n in &victims {
-            if let Some(d) = ch.by_name.remove(n) {
+            if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
                 let pos = d.link.read().pos;
                 ch.order.remove(&pos);
             }
@@ -474,7 +597,7 @@ fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
         l.name = shared.clone();
     }
     ch.order.insert(slot.pos, child.clone());
-    ch.by_name.insert(shared, child.clone());
+    ch.by_name.insert(NameKey(shared), child.clone());
 }
 
 static NEXT_FS_ID: AtomicU64 = AtomicU64::new(1);

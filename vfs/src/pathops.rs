@@ -13,7 +13,7 @@ use crate::dentry::Dentry;
 use crate::device::DeviceKind;
 use crate::file::OpenFile;
 use crate::inode::{Coherence, Ctx, NewNode};
-use crate::mount::{MntFlags, VirtualDentry};
+use crate::mount::{MntFlags, Mount, VirtualDentry};
 use crate::perm::{self, May};
 use crate::walk::{Last, NameBuf, WalkFlags, Walker};
 use crate::Vfs;
@@ -166,6 +166,17 @@ fn may_linkat(cred: &Credentials, src: &VirtualDentry) -> Result<()> {
     } else {
         Err(Errno::EPERM)
     }
+}
+
+/// The attributes of `dentry` on `mount`, with the mount's device and id.
+fn stat_at(mount: &Mount, dentry: &Dentry) -> Statx {
+    let inode = dentry.inode();
+    inode.times_queried();
+    let mut st = inode.stat();
+    st.dev = mount.fs().dev();
+    st.mnt_id = mount.id();
+    st.mask |= StatxMask::MNT_ID;
+    st
 }
 
 /// `may_create`: permission to add a name to `dir`.
@@ -335,7 +346,7 @@ impl Vfs {
             return Err(Errno::EEXIST);
         };
         let trailing = w.must_be_dir;
-        let parent = w.cur;
+        let parent = w.cur.into_vd();
         let dir = parent.dentry.dir()?;
         let _op = dir.op.lock();
         if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
@@ -559,7 +570,7 @@ impl Vfs {
             Last::Root if is_dir => return Err(Errno::EBUSY),
             _ => return Err(Errno::EISDIR),
         };
-        let parent = w.cur;
+        let parent = w.cur.into_vd();
         let _w = begin_write(&parent)?;
         let dir = parent.dentry.dir()?;
         let _op = dir.op.lock();
@@ -616,10 +627,10 @@ impl Vfs {
         }
         let (ow, olast) = self.parent_of(ctx, old_start, old)?;
         let old_trailing = ow.must_be_dir;
-        let old_dir = ow.cur;
+        let old_dir = ow.cur.into_vd();
         let (nw, nlast) = self.parent_of(ctx, new_start, new)?;
         let new_trailing = nw.must_be_dir;
-        let new_dir = nw.cur;
+        let new_dir = nw.cur.into_vd();
         if !Arc::ptr_eq(&old_dir.mount, &new_dir.mount) {
             return Err(Errno::EXDEV);
         }
@@ -779,18 +790,13 @@ impl Vfs {
                 Errno::EINVAL
             });
         }
-        crate::walk::link_accessed(self, &vd, false)?;
+        crate::walk::link_accessed(self, &vd.mount, &vd.dentry, false)?;
         vd.dentry.inode().readlink()
     }
 
     /// The attributes of a location, with the mount's device and id.
     pub fn stat_vd(&self, vd: &VirtualDentry) -> Statx {
-        vd.dentry.inode().times_queried();
-        let mut st = vd.dentry.inode().stat();
-        st.dev = vd.mount.fs().dev();
-        st.mnt_id = vd.mount.id();
-        st.mask |= StatxMask::MNT_ID;
-        st
+        stat_at(&vd.mount, &vd.dentry)
     }
 
     /// `fstatat(2)` / `statx(2)`.
@@ -803,8 +809,19 @@ impl Vfs {
     ) -> Result<Statx> {
         let allowed =
             AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH | AtFlags::AT_NO_AUTOMOUNT;
-        let vd = self.lookup_at(ctx, start, path, flags, allowed)?;
-        Ok(self.stat_vd(&vd))
+        if path.is_empty() {
+            let vd = self.lookup_at(ctx, start, path, flags, allowed)?;
+            return Ok(self.stat_vd(&vd));
+        }
+        if !(flags - allowed).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        // `lookup_at` without taking the result: a walk that ends on a
+        // borrowed place (or keeps only its own reference) is read in place.
+        let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
+        w.resolve_here(!flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), false)?;
+        w.cur.mount.used();
+        Ok(stat_at(&w.cur.mount, &w.cur.dentry))
     }
 
     /// `faccessat2(2)`.
@@ -1285,18 +1302,18 @@ impl Vfs {
         let target = loop {
             let last = w.walk_to_last()?;
             let name: NameBuf = match last {
-                Last::Root => break w.cur.clone(),
-                Last::Dot => break w.cur.clone(),
+                Last::Root => break w.cur.to_vd(),
+                Last::Dot => break w.cur.to_vd(),
                 Last::DotDot => {
                     w.dotdot()?;
-                    break w.cur.clone();
+                    break w.cur.to_vd();
                 }
                 Last::Name(n) => n,
             };
             if !flags.contains(OpenFlags::O_CREAT) {
                 let child = w.lookup_child(&name)?;
                 if child.dentry.file_type() == FileType::Symlink && (follow || w.must_be_dir) {
-                    w.follow_link(&child)?;
+                    w.follow_link(&child.mount, &child.dentry)?;
                     continue;
                 }
                 break child;
@@ -1304,7 +1321,7 @@ impl Vfs {
             if w.must_be_dir {
                 return Err(Errno::EISDIR);
             }
-            let parent = w.cur.clone();
+            let parent = w.cur.to_vd();
             let dir = parent.dentry.dir()?;
             let op = dir.op.lock();
             match child_locked(ctx.cred, &parent.dentry, &name)? {
@@ -1313,7 +1330,7 @@ impl Vfs {
                     let mut child = VirtualDentry::new(parent.mount.clone(), c);
                     w.follow_mounts(&mut child)?;
                     if child.dentry.file_type() == FileType::Symlink && follow {
-                        w.follow_link(&child)?;
+                        w.follow_link(&child.mount, &child.dentry)?;
                         continue;
                     }
                     break child;

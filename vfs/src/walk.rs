@@ -11,37 +11,68 @@
 //! ([`Walker::walk_to_last`]), which lets create-style calls act on the
 //! parent and the name, and lets `open` follow a final link and go on.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::abi::*;
 use crate::cred::Credentials;
-use crate::dentry::Dentry;
+use crate::dentry::{CachedLookup, Dentry};
 use crate::inode::{Coherence, Ctx};
-use crate::mount::{MntFlags, VirtualDentry};
+use crate::mount::{MntFlags, Mount, VirtualDentry};
 use crate::perm::{self, May};
 use crate::Vfs;
 
 /// A name short enough to stay on the stack.
 pub type NameBuf = SmallVec<[u8; 32]>;
 
-/// A component taken from a path: a slice of the caller's path, or a copy
-/// of a name from a link's target (which the walk may drop meanwhile).
+/// A component taken from a path: a slice of the caller's path, or a name
+/// from a link's target, copied to the walker's `link_name` (the walk may
+/// drop the link meanwhile).
+#[derive(Clone, Copy)]
 enum Comp<'p> {
+    Path(&'p [u8]),
+    Link,
+}
+
+/// A component's bytes in hand: borrowed from the path, or a link's copy.
+enum NameRef<'p> {
     Path(&'p [u8]),
     Link(NameBuf),
 }
 
-impl std::ops::Deref for Comp<'_> {
+impl std::ops::Deref for NameRef<'_> {
     type Target = [u8];
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         match self {
-            Comp::Path(s) => s,
-            Comp::Link(b) => b,
+            NameRef::Path(s) => s,
+            NameRef::Link(b) => b,
         }
     }
+}
+
+/// Finds the next name in `bytes` from `pos`: its start and end, and where
+/// the slashes after it end. `None` when only slashes remain.
+#[inline(always)]
+fn scan(bytes: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
+    let mut i = pos;
+    while i < bytes.len() && bytes[i] == b'/' {
+        i += 1;
+    }
+    if i == bytes.len() {
+        return None;
+    }
+    let start = i;
+    while i < bytes.len() && bytes[i] != b'/' {
+        i += 1;
+    }
+    let end = i;
+    while i < bytes.len() && bytes[i] == b'/' {
+        i += 1;
+    }
+    Some((start, end, i))
 }
 
 /// The kind of the last component of a path.
@@ -75,6 +106,67 @@ impl std::ops::Deref for SegBuf<'_> {
     }
 }
 
+/// Where a walk stands: borrowed from the caller (the root or the starting
+/// directory) until the walk moves off it, so a walk touches no reference
+/// count it does not need. Every reference count a walk writes is a cache
+/// line that threads walking the same tree share.
+#[derive(Clone)]
+pub struct Place<'a> {
+    /// The mount.
+    pub mount: Cow<'a, Arc<Mount>>,
+    /// The dentry within the mount's filesystem.
+    pub dentry: Cow<'a, Arc<Dentry>>,
+}
+
+impl<'a> Place<'a> {
+    /// A place borrowed from `vd`.
+    #[inline]
+    pub fn borrowed(vd: &'a VirtualDentry) -> Place<'a> {
+        Place {
+            mount: Cow::Borrowed(&vd.mount),
+            dentry: Cow::Borrowed(&vd.dentry),
+        }
+    }
+
+    /// Whether this is the location `vd`.
+    #[inline]
+    pub fn same(&self, vd: &VirtualDentry) -> bool {
+        Arc::ptr_eq(&self.mount, &vd.mount) && Arc::ptr_eq(&self.dentry, &vd.dentry)
+    }
+
+    /// Whether this is the root of its mount.
+    #[inline]
+    pub fn is_mount_root(&self) -> bool {
+        Arc::ptr_eq(&self.dentry, self.mount.root())
+    }
+
+    /// An owned copy of the location.
+    pub fn to_vd(&self) -> VirtualDentry {
+        VirtualDentry {
+            mount: Arc::clone(&self.mount),
+            dentry: Arc::clone(&self.dentry),
+        }
+    }
+
+    /// The location, owned (cloning only what is still borrowed).
+    pub fn into_vd(self) -> VirtualDentry {
+        VirtualDentry {
+            mount: self.mount.into_owned(),
+            dentry: self.dentry.into_owned(),
+        }
+    }
+}
+
+impl From<VirtualDentry> for Place<'_> {
+    #[inline]
+    fn from(vd: VirtualDentry) -> Self {
+        Place {
+            mount: Cow::Owned(vd.mount),
+            dentry: Cow::Owned(vd.dentry),
+        }
+    }
+}
+
 struct Seg<'p> {
     buf: SegBuf<'p>,
     pos: usize,
@@ -98,8 +190,10 @@ pub struct Walker<'a, 'p> {
     /// walk takes no reference it does not need).
     root: &'a VirtualDentry,
     /// The current directory of the walk.
-    pub cur: VirtualDentry,
-    segs: SmallVec<[Seg<'p>; 4]>,
+    pub cur: Place<'a>,
+    segs: SmallVec<[Seg<'p>; 2]>,
+    /// The last component taken from a link's target (see [`Comp::Link`]).
+    link_name: NameBuf,
     links: u32,
     resolve: ResolveFlags,
     /// A trailing slash was seen on the final component (of the path or of a
@@ -156,12 +250,9 @@ impl<'a, 'p> Walker<'a, 'p> {
             vfs,
             cred,
             root,
-            cur: if absolute {
-                root.clone()
-            } else {
-                start.clone()
-            },
+            cur: Place::borrowed(if absolute { root } else { start }),
             segs: SmallVec::new(),
+            link_name: NameBuf::new(),
             links: 0,
             resolve,
             must_be_dir: false,
@@ -195,7 +286,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             return Err(Errno::EXDEV);
         }
         self.leave_cur_mount();
-        self.cur = self.root.clone();
+        self.cur = Place::borrowed(self.root);
         self.root_set = true;
         Ok(())
     }
@@ -215,48 +306,49 @@ impl<'a, 'p> Walker<'a, 'p> {
             .all(|s| s.buf[s.pos..].iter().all(|&b| b == b'/'))
     }
 
-    /// Takes the next component: its bytes and whether it is the last one.
+    /// Takes the next component and whether it is the last one.
+    #[inline(always)]
     fn next_component(&mut self) -> Option<(Comp<'p>, bool)> {
         loop {
             let seg = self.segs.last_mut()?;
-            let bytes = &seg.buf[..];
-            let mut i = seg.pos;
-            while i < bytes.len() && bytes[i] == b'/' {
-                i += 1;
-            }
-            if i == bytes.len() {
+            let len = seg.buf.len();
+            let Some((start, end, next)) = scan(&seg.buf, seg.pos) else {
                 self.segs.pop();
                 continue;
-            }
-            let start = i;
-            while i < bytes.len() && bytes[i] != b'/' {
-                i += 1;
-            }
-            let name = match seg.buf {
-                SegBuf::Path(path) => Comp::Path(&path[start..i]),
-                SegBuf::Link(_) => Comp::Link(SmallVec::from_slice(&bytes[start..i])),
             };
-            let slash = i < bytes.len();
-            seg.pos = i;
-            // Only the slashes up to the next name need looking at; the
-            // segments below are scanned only when this one is used up (a
-            // link's target), so a walk stays linear in the path length.
-            let mut j = i;
-            while j < bytes.len() && bytes[j] == b'/' {
-                j += 1;
-            }
+            // The position moves past the slashes too, so each slash is
+            // looked at once; the segments below are scanned only when this
+            // one is used up (a link's target), so a walk stays linear.
+            seg.pos = next;
+            let seg_done = next == len;
             // The last component of a link's body puts the link.
-            if j == bytes.len() && seg.put_moves_seq {
+            if seg_done && seg.put_moves_seq {
                 self.seq_moved = true;
             }
-            let last = j == bytes.len() && self.rest_is_empty();
-            if last && slash {
-                self.must_be_dir = true;
-            }
+            let comp = match seg.buf {
+                SegBuf::Path(path) => Comp::Path(&path[start..end]),
+                SegBuf::Link(ref target) => {
+                    self.link_name = SmallVec::from_slice(&target[start..end]);
+                    Comp::Link
+                }
+            };
+            let last = seg_done && self.rest_is_empty();
             if last {
+                if end < next {
+                    self.must_be_dir = true;
+                }
                 self.segs.clear();
             }
-            return Some((name, last));
+            return Some((comp, last));
+        }
+    }
+
+    /// The bytes of a component.
+    #[inline(always)]
+    fn comp_name(&mut self, comp: Comp<'p>) -> NameRef<'p> {
+        match comp {
+            Comp::Path(s) => NameRef::Path(s),
+            Comp::Link => NameRef::Link(std::mem::take(&mut self.link_name)),
         }
     }
 
@@ -282,17 +374,18 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Returns the last component; `self.cur` is its directory.
     pub fn walk_to_last(&mut self) -> Result<Last> {
         loop {
-            let Some((name, last)) = self.next_component() else {
+            let Some((comp, last)) = self.next_component() else {
                 return Ok(Last::Root);
             };
             self.may_lookup()?;
+            let name = self.comp_name(comp);
             if last {
                 return Ok(match &name[..] {
                     b"." => Last::Dot,
                     b".." => Last::DotDot,
                     _ => Last::Name(match name {
-                        Comp::Path(s) => SmallVec::from_slice(s),
-                        Comp::Link(b) => b,
+                        NameRef::Path(s) => SmallVec::from_slice(s),
+                        NameRef::Link(b) => b,
                     }),
                 });
             }
@@ -301,14 +394,16 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b".." => self.dotdot()?,
                 _ => {
                     if let Some(link) = self.step(&name)? {
-                        self.follow_link(&link)?;
+                        self.follow_link(&link.mount, &link.dentry)?;
                     }
                 }
             }
         }
     }
 
-    /// Looks `name` up in the current directory (no mount crossing).
+    /// Looks `name` up in the current directory (no mount crossing), asking
+    /// the filesystem when its cache cannot answer alone.
+    #[cold]
     fn lookup_name(&self, name: &[u8]) -> Result<Arc<Dentry>> {
         // A removed directory answers ENOENT before the name is looked at
         // (`__lookup_slow`).
@@ -332,37 +427,49 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// a symbolic link, which is returned instead and `cur` stays. The common
     /// step keeps the current mount and only swaps the dentry, so a walk
     /// within one mount touches no mount reference count.
-    fn step(&mut self, name: &[u8]) -> Result<Option<VirtualDentry>> {
-        let dentry = self.lookup_name(name)?;
+    #[inline(always)]
+    fn step(&mut self, name: &[u8]) -> Result<Option<Place<'a>>> {
+        let dentry = self.child(name)?;
         if dentry.is_mountpoint() {
-            let mut vd = VirtualDentry {
+            let mut p = Place {
                 mount: self.cur.mount.clone(),
-                dentry,
+                dentry: Cow::Owned(dentry),
             };
-            self.follow_mounts(&mut vd)?;
-            if vd.dentry.file_type() == FileType::Symlink {
-                return Ok(Some(vd));
+            cross_mounts(self.vfs, self.resolve, &mut p)?;
+            if p.dentry.file_type() == FileType::Symlink {
+                return Ok(Some(p));
             }
-            if !Arc::ptr_eq(&vd.mount, &self.cur.mount) {
+            if !Arc::ptr_eq(&p.mount, &self.cur.mount) {
                 self.leave_cur_mount();
             }
-            self.cur = vd;
+            self.cur = p;
         } else if dentry.file_type() == FileType::Symlink {
-            return Ok(Some(VirtualDentry {
+            return Ok(Some(Place {
                 mount: self.cur.mount.clone(),
-                dentry,
+                dentry: Cow::Owned(dentry),
             }));
         } else {
-            self.cur.dentry = dentry;
+            self.cur.dentry = Cow::Owned(dentry);
         }
         Ok(None)
     }
 
+    /// The child `name` of the current directory: from the cache when it
+    /// can answer, else from the full lookup.
+    #[inline(always)]
+    fn child(&self, name: &[u8]) -> Result<Arc<Dentry>> {
+        match self.cur.dentry.cached_lookup(name) {
+            CachedLookup::Hit(d) => Ok(d),
+            CachedLookup::Absent => Err(self.unlazy(Errno::ENOENT)),
+            CachedLookup::Ask => self.lookup_name(name),
+        }
+    }
+
     /// Looks `name` up in the current directory and crosses any mount on it.
     pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
-        let dentry = self.lookup_name(name)?;
+        let dentry = self.child(name)?;
         let mut vd = VirtualDentry {
-            mount: self.cur.mount.clone(),
+            mount: Arc::clone(&self.cur.mount),
             dentry,
         };
         self.follow_mounts(&mut vd)?;
@@ -372,11 +479,7 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// An error Linux only reaches after leaving its lock-free (RCU) walk,
     /// which `RESOLVE_CACHED` forbids: such a walk gives up with `EAGAIN`.
     fn unlazy(&self, e: Errno) -> Errno {
-        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
-            Errno::EAGAIN
-        } else {
-            e
-        }
+        unlazy(self.resolve, e)
     }
 
     /// Moves from a mount point to whatever is mounted on it, repeatedly.
@@ -420,10 +523,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                     return Err(self.unlazy(Errno::EXDEV));
                 }
                 // `..` stays at the root, then steps onto anything mounted on it.
-                let mut vd = self.cur.clone();
-                self.follow_mounts(&mut vd)?;
-                self.cur = vd;
-                return Ok(());
+                return cross_mounts(self.vfs, self.resolve, &mut self.cur);
             }
             if !self.cur.is_mount_root() {
                 break;
@@ -448,37 +548,33 @@ impl<'a, 'p> Walker<'a, 'p> {
                     self.cur = VirtualDentry {
                         mount: pm,
                         dentry: mp,
-                    };
+                    }
+                    .into();
                 }
                 None => {
                     // The top of the tree: like the root, `..` stays put.
                     if self.resolve.contains(ResolveFlags::RESOLVE_BENEATH) {
                         return Err(self.unlazy(Errno::EXDEV));
                     }
-                    let mut vd = orig;
-                    self.follow_mounts(&mut vd)?;
-                    self.cur = vd;
-                    return Ok(());
+                    self.cur = orig;
+                    return cross_mounts(self.vfs, self.resolve, &mut self.cur);
                 }
             }
         }
         if let Some(p) = self.cur.dentry.parent() {
-            self.cur.dentry = p;
+            self.cur.dentry = Cow::Owned(p);
         }
-        let mut vd = self.cur.clone();
-        self.follow_mounts(&mut vd)?;
-        self.cur = vd;
-        Ok(())
+        cross_mounts(self.vfs, self.resolve, &mut self.cur)
     }
 
-    /// Follows the symbolic link `link`: pushes its target (jumping to the
-    /// root for an absolute one). The current directory stays the link's
-    /// directory, so a relative target resolves from there.
-    pub fn follow_link(&mut self, link: &VirtualDentry) -> Result<()> {
+    /// Follows the symbolic link `dentry` on `mount`: pushes its target
+    /// (jumping to the root for an absolute one). The current directory
+    /// stays the link's directory, so a relative target resolves from there.
+    pub fn follow_link(&mut self, mount: &Arc<Mount>, dentry: &Dentry) -> Result<()> {
         if self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
             return Err(Errno::ELOOP);
         }
-        if link.mount.flags().contains(MntFlags::NOSYMFOLLOW) {
+        if mount.flags().contains(MntFlags::NOSYMFOLLOW) {
             return Err(Errno::ELOOP);
         }
         if self.links >= MAXSYMLINKS {
@@ -487,12 +583,13 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.links += 1;
         if link_accessed(
             self.vfs,
-            link,
+            mount,
+            dentry,
             self.resolve.contains(ResolveFlags::RESOLVE_CACHED),
         )? {
             self.refwalk = true;
         }
-        let target = link.dentry.inode().link_target()?;
+        let target = dentry.inode().link_target()?;
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -502,7 +599,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         self.segs.push(Seg {
             buf: SegBuf::Link(target),
             pos: 0,
-            put_moves_seq: self.refwalk && link.mount.is_detached(),
+            put_moves_seq: self.refwalk && mount.is_detached(),
         });
         Ok(())
     }
@@ -511,28 +608,66 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// trailing slash forces it); the result must be a directory when a
     /// trailing slash was given or `must_be_dir` is set.
     pub fn resolve(mut self, follow: bool, must_be_dir: bool) -> Result<VirtualDentry> {
-        loop {
-            match self.walk_to_last()? {
-                Last::Root => break,
-                Last::Dot => {}
-                Last::DotDot => self.dotdot()?,
-                Last::Name(name) => {
+        self.resolve_here(follow, must_be_dir)?;
+        Ok(self.cur.into_vd())
+    }
+
+    /// [`Walker::resolve`] that leaves the result in `self.cur`, borrowed
+    /// when the walk ended where it began, so a caller that only looks at it
+    /// (`stat`) takes no reference at all.
+    pub fn resolve_here(&mut self, follow: bool, must_be_dir: bool) -> Result<()> {
+        // One loop for every component: the last one differs only in that a
+        // link there is followed on request.
+        while let Some((comp, last)) = self.next_component() {
+            self.may_lookup()?;
+            let name = self.comp_name(comp);
+            match &name[..] {
+                b"." => {}
+                b".." => self.dotdot()?,
+                _ => {
                     if let Some(link) = self.step(&name)? {
-                        if follow || self.must_be_dir {
-                            self.follow_link(&link)?;
-                            continue;
+                        if !last || follow || self.must_be_dir {
+                            self.follow_link(&link.mount, &link.dentry)?;
+                        } else {
+                            self.cur = link;
                         }
-                        self.cur = link;
                     }
-                    break;
                 }
             }
         }
         if (must_be_dir || self.must_be_dir) && !self.cur.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.cur)
+        Ok(())
     }
+}
+
+/// [`Walker::unlazy`] for code that holds no walker.
+#[inline]
+fn unlazy(resolve: ResolveFlags, e: Errno) -> Errno {
+    if resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+        Errno::EAGAIN
+    } else {
+        e
+    }
+}
+
+/// Moves `p` from a mount point to whatever is mounted on it, repeatedly.
+#[inline]
+fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<()> {
+    while p.dentry.is_mountpoint() {
+        match vfs.mount_at(&p.mount, &p.dentry) {
+            Some(m) => {
+                if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
+                    return Err(unlazy(resolve, Errno::EXDEV));
+                }
+                p.dentry = Cow::Owned(m.root().clone());
+                p.mount = Cow::Owned(m);
+            }
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// A symbolic link is followed or read: Linux's `touch_atime`. Under
@@ -540,13 +675,13 @@ impl<'a, 'p> Walker<'a, 'p> {
 /// with `EAGAIN` (the update cannot be made lock-free), which is how the
 /// history of stats and changes shows through (see [`crate::mgtime`]).
 /// Returns whether the walk had to leave RCU mode for it.
-pub(crate) fn link_accessed(vfs: &Vfs, link: &VirtualDentry, cached: bool) -> Result<bool> {
-    let flags = link.mount.flags();
-    let inode = link.dentry.inode();
+pub(crate) fn link_accessed(vfs: &Vfs, mount: &Mount, link: &Dentry, cached: bool) -> Result<bool> {
+    let flags = mount.flags();
+    let inode = link.inode();
     // A read-only superblock never needs an update (`IS_NOATIME`); a
     // read-only mount does, but cannot make it.
     if flags.contains(MntFlags::NOATIME)
-        || link.mount.fs().is_readonly()
+        || mount.fs().is_readonly()
         || !inode.atime_needs_update(vfs.mg_clock(), flags.contains(MntFlags::RELATIME))
     {
         return Ok(false);
