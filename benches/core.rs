@@ -1487,6 +1487,15 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     let _ = threads;
 }
 
+/// How many times the profile loop runs: `TESSERA_BENCH_ITERS`, else
+/// 100,000 (enough for callgrind; `perf` wants more).
+fn prof_iters() -> u64 {
+    std::env::var("TESSERA_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
 /// `TESSERA_BENCH_PROFILE=<work>`: runs one Tessera operation 100,000
 /// times and nothing else, for `valgrind --tool=callgrind` or `perf`.
 fn profile_loop(what: &str) {
@@ -1497,7 +1506,7 @@ fn profile_loop(what: &str) {
     let miss = format!("{}/missing", chain("d", 7));
     let fd = p.openat(AT_FDCWD, b"/big", OpenFlags::O_RDWR, 0).unwrap();
     let mut buf = AlignedBuf::new(PAGE);
-    for i in 0..100_000u64 {
+    for i in 0..prof_iters() {
         match what {
             "stat1" => drop(black_box(p.stat(b"/d1").unwrap())),
             "stat8" => drop(black_box(p.stat(d8.as_bytes()).unwrap())),

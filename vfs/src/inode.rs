@@ -74,6 +74,13 @@ pub trait Inode: Send + Sync + 'static {
     /// All attributes.
     fn stat(&self) -> Statx;
 
+    /// [`Inode::stat`] written into `st`, where the caller hands it out:
+    /// copying a structure just written field by field stalls the processor
+    /// (store forwarding), which costs as much as a walk step.
+    fn stat_into(&self, st: &mut Statx) {
+        *st = self.stat();
+    }
+
     /// A `stat` system call read the times: a filesystem with multigrain
     /// timestamps marks the ctime queried (see [`crate::mgtime`]).
     fn times_queried(&self) {}

@@ -628,28 +628,30 @@ impl Inode for TmpInode {
     }
 
     fn stat(&self) -> Statx {
-        let size = self.size();
-        let blocks = self.blocks();
-        let m = self.meta.read();
+        let mut st = Statx::default();
+        self.stat_into(&mut st);
+        st
+    }
+
+    fn stat_into(&self, st: &mut Statx) {
+        st.size = self.size();
+        st.blocks = self.blocks();
         let o = self.owner();
-        Statx {
-            mask: StatxMask::BASIC_STATS,
-            blksize: PAGE_SIZE as u32,
-            nlink: m.nlink,
-            uid: o.uid,
-            gid: o.gid,
-            mode: o.mode,
-            ino: self.ino,
-            size,
-            blocks,
-            atime: m.atime.into(),
-            btime: Timespec::default(),
-            ctime: m.ctime.into(),
-            mtime: m.mtime.into(),
-            rdev: self.rdev,
-            dev: DevId::default(),
-            mnt_id: 0,
-        }
+        let m = self.meta.read();
+        st.mask = StatxMask::BASIC_STATS;
+        st.blksize = PAGE_SIZE as u32;
+        st.nlink = m.nlink;
+        st.uid = o.uid;
+        st.gid = o.gid;
+        st.mode = o.mode;
+        st.ino = self.ino;
+        st.atime = m.atime.into();
+        st.btime = Timespec::default();
+        st.ctime = m.ctime.into();
+        st.mtime = m.mtime.into();
+        st.rdev = self.rdev;
+        st.dev = DevId::default();
+        st.mnt_id = 0;
     }
 
     fn setattr(&self, _ctx: &Ctx<'_>, attr: &SetAttr) -> Result<()> {
