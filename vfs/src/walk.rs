@@ -27,32 +27,6 @@ use crate::Vfs;
 /// A name short enough to stay on the stack.
 pub type NameBuf = SmallVec<[u8; 32]>;
 
-/// A component taken from a path: a slice of the caller's path, or a name
-/// from a link's target, copied to the walker's `link_name` (the walk may
-/// drop the link meanwhile).
-#[derive(Clone, Copy)]
-enum Comp<'p> {
-    Path(&'p [u8]),
-    Link,
-}
-
-/// A component's bytes in hand: borrowed from the path, or a link's copy.
-enum NameRef<'p> {
-    Path(&'p [u8]),
-    Link(NameBuf),
-}
-
-impl std::ops::Deref for NameRef<'_> {
-    type Target = [u8];
-    #[inline(always)]
-    fn deref(&self) -> &[u8] {
-        match self {
-            NameRef::Path(s) => s,
-            NameRef::Link(b) => b,
-        }
-    }
-}
-
 /// Finds the next name in `bytes` from `pos`: its start and end, and where
 /// the slashes after it end. `None` when only slashes remain.
 #[inline(always)]
@@ -86,24 +60,6 @@ pub enum Last {
     DotDot,
     /// A name.
     Name(NameBuf),
-}
-
-/// The bytes of a segment: the caller's path, or a link's target (shared
-/// with the inode, so following a link copies nothing).
-enum SegBuf<'p> {
-    Path(&'p [u8]),
-    Link(Arc<[u8]>),
-}
-
-impl std::ops::Deref for SegBuf<'_> {
-    type Target = [u8];
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        match self {
-            SegBuf::Path(p) => p,
-            SegBuf::Link(l) => l,
-        }
-    }
 }
 
 /// Where a walk stands: borrowed from the caller (the root or the starting
@@ -167,12 +123,23 @@ impl From<VirtualDentry> for Place<'_> {
     }
 }
 
-struct Seg<'p> {
-    buf: SegBuf<'p>,
+/// A followed link's target being walked (shared with the inode, so
+/// following a link copies nothing).
+struct LinkSeg {
+    target: Arc<[u8]>,
     pos: usize,
     /// Putting this link (when its last component is taken) drops a
     /// reference to a detached mount in a blocking walk (see `seq_moved`).
     put_moves_seq: bool,
+}
+
+/// Where a component's bytes are kept while the walk looks them up: the
+/// link target whose last name it is (moved here as the walk lets the link
+/// go), or a copy of a name from the middle of a target.
+#[derive(Default)]
+pub(crate) struct NameHold {
+    target: Option<Arc<[u8]>>,
+    buf: NameBuf,
 }
 
 /// Options of one walk.
@@ -191,9 +158,15 @@ pub struct Walker<'a, 'p> {
     root: &'a VirtualDentry,
     /// The current directory of the walk.
     pub cur: Place<'a>,
-    segs: SmallVec<[Seg<'p>; 2]>,
-    /// The last component taken from a link's target (see [`Comp::Link`]).
-    link_name: NameBuf,
+    /// The caller's path and how far the walk has read it: the bottom of
+    /// the stack of segments.
+    path: &'p [u8],
+    pos: usize,
+    /// The link target read now, above the path (one slot inline: a link
+    /// met as the last name of what is being read replaces that segment).
+    link: Option<LinkSeg>,
+    /// Targets below `link`, when a target holds a link before its end.
+    deeper: Vec<LinkSeg>,
     links: u32,
     resolve: ResolveFlags,
     /// A trailing slash was seen on the final component (of the path or of a
@@ -246,13 +219,15 @@ impl<'a, 'p> Walker<'a, 'p> {
         } else if !path.is_empty() && !start.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let mut w = Walker {
+        let w = Walker {
             vfs,
             cred,
             root,
             cur: Place::borrowed(if absolute { root } else { start }),
-            segs: SmallVec::new(),
-            link_name: NameBuf::new(),
+            path,
+            pos: 0,
+            link: None,
+            deeper: Vec::new(),
             links: 0,
             resolve,
             must_be_dir: false,
@@ -260,11 +235,6 @@ impl<'a, 'p> Walker<'a, 'p> {
             refwalk: false,
             seq_moved: false,
         };
-        w.segs.push(Seg {
-            buf: SegBuf::Path(path),
-            pos: 0,
-            put_moves_seq: false,
-        });
         Ok(w)
     }
 
@@ -301,55 +271,67 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Whether every remaining segment holds only slashes.
     fn rest_is_empty(&self) -> bool {
-        self.segs
+        let slashes = |b: &[u8]| b.iter().all(|&c| c == b'/');
+        self.link
             .iter()
-            .all(|s| s.buf[s.pos..].iter().all(|&b| b == b'/'))
+            .chain(&self.deeper)
+            .all(|l| slashes(&l.target[l.pos..]))
+            && slashes(&self.path[self.pos..])
     }
 
-    /// Takes the next component and whether it is the last one.
+    /// Drops every segment: the walk has taken its last component.
     #[inline(always)]
-    fn next_component(&mut self) -> Option<(Comp<'p>, bool)> {
-        loop {
-            let seg = self.segs.last_mut()?;
-            let len = seg.buf.len();
-            let Some((start, end, next)) = scan(&seg.buf, seg.pos) else {
-                self.segs.pop();
+    fn clear_segs(&mut self) {
+        self.link = None;
+        self.deeper.clear();
+        self.pos = self.path.len();
+    }
+
+    /// Takes the next component and whether it is the last one. A name
+    /// from the caller's path is borrowed from it; one from a link's target
+    /// is kept in `hold` (the walk may drop the link meanwhile).
+    #[inline(always)]
+    fn next_component<'b>(&mut self, hold: &'b mut NameHold) -> Option<(&'b [u8], bool)>
+    where
+        'p: 'b,
+    {
+        // The position moves past the slashes after a name too, so each
+        // slash is looked at once; the segments below are scanned only when
+        // the one above is used up, so a walk stays linear.
+        while let Some(l) = self.link.as_mut() {
+            let Some((start, end, next)) = scan(&l.target, l.pos) else {
+                self.link = self.deeper.pop();
                 continue;
             };
-            // The position moves past the slashes too, so each slash is
-            // looked at once; the segments below are scanned only when this
-            // one is used up (a link's target), so a walk stays linear.
-            seg.pos = next;
-            let seg_done = next == len;
-            // The last component of a link's body puts the link.
-            if seg_done && seg.put_moves_seq {
+            l.pos = next;
+            if next < l.target.len() {
+                hold.buf = SmallVec::from_slice(&l.target[start..end]);
+                return Some((&hold.buf, false));
+            }
+            // The last name of the target: the link is put now.
+            if l.put_moves_seq {
                 self.seq_moved = true;
             }
-            let comp = match seg.buf {
-                SegBuf::Path(path) => Comp::Path(&path[start..end]),
-                SegBuf::Link(ref target) => {
-                    self.link_name = SmallVec::from_slice(&target[start..end]);
-                    Comp::Link
-                }
-            };
-            let last = seg_done && self.rest_is_empty();
+            let slash = end < next;
+            let done = self.link.take();
+            self.link = self.deeper.pop();
+            let last = self.rest_is_empty();
             if last {
-                if end < next {
+                if slash {
                     self.must_be_dir = true;
                 }
-                self.segs.clear();
+                self.clear_segs();
             }
-            return Some((comp, last));
+            let target = hold.target.insert(done?.target);
+            return Some((&target[start..end], last));
         }
-    }
-
-    /// The bytes of a component.
-    #[inline(always)]
-    fn comp_name(&mut self, comp: Comp<'p>) -> NameRef<'p> {
-        match comp {
-            Comp::Path(s) => NameRef::Path(s),
-            Comp::Link => NameRef::Link(std::mem::take(&mut self.link_name)),
+        let (start, end, next) = scan(self.path, self.pos)?;
+        self.pos = next;
+        let last = next == self.path.len();
+        if last && end < next {
+            self.must_be_dir = true;
         }
+        Some((&self.path[start..end], last))
     }
 
     /// Checks that the current node is a directory we may search.
@@ -374,26 +356,23 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Returns the last component; `self.cur` is its directory.
     pub fn walk_to_last(&mut self) -> Result<Last> {
         loop {
-            let Some((comp, last)) = self.next_component() else {
+            let mut hold = NameHold::default();
+            let Some((name, last)) = self.next_component(&mut hold) else {
                 return Ok(Last::Root);
             };
             self.may_lookup()?;
-            let name = self.comp_name(comp);
             if last {
-                return Ok(match &name[..] {
+                return Ok(match name {
                     b"." => Last::Dot,
                     b".." => Last::DotDot,
-                    _ => Last::Name(match name {
-                        NameRef::Path(s) => SmallVec::from_slice(s),
-                        NameRef::Link(b) => b,
-                    }),
+                    _ => Last::Name(SmallVec::from_slice(name)),
                 });
             }
-            match &name[..] {
+            match name {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    if let Some(link) = self.step(&name)? {
+                    if let Some(link) = self.step(name)? {
                         self.follow_link(&link.mount, &link.dentry)?;
                     }
                 }
@@ -596,11 +575,14 @@ impl<'a, 'p> Walker<'a, 'p> {
         if target[0] == b'/' {
             self.jump_root()?;
         }
-        self.segs.push(Seg {
-            buf: SegBuf::Link(target),
+        let seg = LinkSeg {
+            target,
             pos: 0,
             put_moves_seq: self.refwalk && mount.is_detached(),
-        });
+        };
+        if let Some(below) = self.link.replace(seg) {
+            self.deeper.push(below);
+        }
         Ok(())
     }
 
@@ -618,14 +600,14 @@ impl<'a, 'p> Walker<'a, 'p> {
     pub fn resolve_here(&mut self, follow: bool, must_be_dir: bool) -> Result<()> {
         // One loop for every component: the last one differs only in that a
         // link there is followed on request.
-        while let Some((comp, last)) = self.next_component() {
+        let mut hold = NameHold::default();
+        while let Some((name, last)) = self.next_component(&mut hold) {
             self.may_lookup()?;
-            let name = self.comp_name(comp);
-            match &name[..] {
+            match name {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    if let Some(link) = self.step(&name)? {
+                    if let Some(link) = self.step(name)? {
                         if !last || follow || self.must_be_dir {
                             self.follow_link(&link.mount, &link.dentry)?;
                         } else {
