@@ -32,9 +32,68 @@ use crate::abi::*;
 use crate::fstype::FsTypeOptions;
 use crate::inode::{Coherence, FilesystemOps, Inode};
 
-/// A name of one path component. Shared: the parent's map key and the
-/// dentry's own link hold the same allocation.
-pub type Name = Arc<[u8]>;
+/// A name of one path component. Most names are short and kept inline
+/// (no allocation, and a lookup compares them where the map keeps its key
+/// instead of chasing a pointer); a longer one is shared on the heap.
+#[derive(Clone)]
+pub struct Name(NameRepr);
+
+/// How many bytes a [`Name`] keeps inline: with its length and the enum's
+/// tag, the same 24 bytes as a `Vec`.
+const INLINE_NAME: usize = 22;
+
+#[derive(Clone)]
+enum NameRepr {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Heap(Arc<[u8]>),
+}
+
+impl Name {
+    /// A name holding `bytes`.
+    pub fn new(bytes: &[u8]) -> Name {
+        if bytes.len() <= INLINE_NAME {
+            let mut inline = [0u8; INLINE_NAME];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Name(NameRepr::Inline {
+                len: bytes.len() as u8,
+                bytes: inline,
+            })
+        } else {
+            Name(NameRepr::Heap(bytes.into()))
+        }
+    }
+}
+
+impl From<&[u8]> for Name {
+    fn from(bytes: &[u8]) -> Name {
+        Name::new(bytes)
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            NameRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            NameRepr::Heap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        names_equal(self, other)
+    }
+}
+
+impl Eq for Name {}
 
 /// FxHash: names are short and not attacker-chosen in a way that matters for
 /// a per-directory map, so a fast non-keyed hash beats SipHash here.
@@ -413,7 +472,7 @@ impl Dentry {
         inode: Arc<dyn Inode>,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        let shared: Name = name.into();
+        let shared = Name::new(name);
         let child = Dentry::new(inode, Some(self.clone()), shared.clone());
         attach_name(dir, &child, shared, None);
         Ok(child)
@@ -427,7 +486,7 @@ impl Dentry {
         slot: Slot,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        let shared: Name = name.into();
+        let shared = Name::new(name);
         let child = Dentry::new(inode, Some(self.clone()), shared.clone());
         attach_slot(dir, &child, shared, slot);
         Ok(child)
@@ -627,7 +686,7 @@ impl Filesystem {
         ops: Arc<dyn FilesystemOps>,
         root: Arc<dyn Inode>,
     ) -> Arc<Filesystem> {
-        let root = Dentry::new(root, None, Name::from(&b""[..]));
+        let root = Dentry::new(root, None, Name::new(b""));
         Arc::new(Filesystem {
             id: NEXT_FS_ID.fetch_add(1, Ordering::Relaxed),
             fstype: fstype.to_string(),

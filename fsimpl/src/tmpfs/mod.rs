@@ -556,17 +556,6 @@ impl TmpInode {
         i.as_any().downcast_ref::<TmpInode>().ok_or(Errno::EXDEV)
     }
 
-    fn size(&self) -> u64 {
-        match &self.data {
-            Data::Regular(d) => d.read().size,
-            Data::Symlink(t, _) => t.len() as u64,
-            _ if self.ftype() == FileType::Directory => {
-                self.meta.read().entries as u64 * BOGO_DIRENT_SIZE
-            }
-            _ => 0,
-        }
-    }
-
     fn blocks(&self) -> u64 {
         match &self.data {
             Data::Regular(d) => d.read().pages.len() as u64 * (PAGE_SIZE as u64 / 512),
@@ -634,10 +623,25 @@ impl Inode for TmpInode {
     }
 
     fn stat_into(&self, st: &mut Statx) {
-        st.size = self.size();
-        st.blocks = self.blocks();
+        // Each lock taken once: `size()` and `blocks()` would take the data
+        // (or, for a directory, the metadata) lock again.
+        let (size, blocks) = match &self.data {
+            Data::Regular(d) => {
+                let d = d.read();
+                (d.size, d.pages.len() as u64 * (PAGE_SIZE as u64 / 512))
+            }
+            Data::Symlink(t, _) => (t.len() as u64, self.blocks()),
+            // A directory's size is counted under the metadata lock below.
+            _ => (0, 0),
+        };
         let o = self.owner();
         let m = self.meta.read();
+        st.size = if self.ftype() == FileType::Directory {
+            m.entries as u64 * BOGO_DIRENT_SIZE
+        } else {
+            size
+        };
+        st.blocks = blocks;
         st.mask = StatxMask::BASIC_STATS;
         st.blksize = PAGE_SIZE as u32;
         st.nlink = m.nlink;
