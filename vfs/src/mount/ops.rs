@@ -3,12 +3,13 @@
 //! (`fs/namespace.c`). Callers resolve paths first; everything here runs
 //! under `Vfs::namespace_lock`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use crate::abi::*;
 use crate::cred::Credentials;
-use crate::dentry::{Dentry, Filesystem};
+use crate::dentry::{Dentry, Filesystem, NameHasher};
 use crate::fstype::{MountData, MountRequest, PathBase};
 use crate::mount::propagation::PropagationType;
 use crate::mount::{MntFlags, Mount, MountNamespace, VirtualDentry};
@@ -167,6 +168,11 @@ impl Vfs {
     /// Disconnects `m` from its parent and its namespace.
     fn detach_locked(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
         ns.mounts.lock().retain(|x| !Arc::ptr_eq(x, m));
+        self.unhash_locked(m);
+    }
+
+    /// [`Vfs::detach_locked`] but for the namespace's list.
+    fn unhash_locked(&self, m: &Arc<Mount>) {
         let mut l = m.link.write();
         if let (Some(p), Some(mp)) = (l.parent.take(), l.mountpoint.take()) {
             let key = (p.id(), Arc::as_ptr(&mp) as usize);
@@ -180,32 +186,9 @@ impl Vfs {
         l.umounted = true;
     }
 
-    fn children_of(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
-        ns.mounts
-            .lock()
-            .iter()
-            .filter(|c| c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, m)))
-            .cloned()
-            .collect()
-    }
-
     /// `m` and every mount below it, parents before children.
     fn subtree(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
-        let list = ns.mounts.lock().clone();
-        let mut out = vec![m.clone()];
-        let mut i = 0;
-        while i < out.len() {
-            let cur = out[i].clone();
-            for c in &list {
-                if c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &cur))
-                    && !out.iter().any(|x| Arc::ptr_eq(x, c))
-                {
-                    out.push(c.clone());
-                }
-            }
-            i += 1;
-        }
-        out
+        MountIndex::of(ns).subtree(m)
     }
 
     /// Whether `fs` cannot become read-only: a mount of it in `ns` has
@@ -253,7 +236,20 @@ impl Vfs {
             return Err(Errno::ENOTDIR);
         }
         Self::check_in_ns(ns, &target.mount)?;
-        if ns.mounts.lock().len() + tree.len() > ns.max_mounts {
+        // Every peer and slave of the parent that can see the mount point
+        // gets a copy. They are counted before anything is attached, so a
+        // mount that would overflow the namespace leaves it as it was
+        // (`count_mounts`). The tree's own mounts are not listed yet, so
+        // nothing propagates to them.
+        let targets: Vec<(Arc<Mount>, bool)> = self
+            .propagation_targets(ns, &target.mount)
+            .into_iter()
+            .filter(|(pm, _)| {
+                target.dentry.is_descendant_of(pm.root()) && Arc::ptr_eq(pm.fs(), target.mount.fs())
+            })
+            .collect();
+        let adding = tree.len().saturating_mul(targets.len() + 1);
+        if ns.mounts.lock().len().saturating_add(adding) > ns.max_mounts {
             return Err(Errno::ENOSPC);
         }
         let parent_shared = target.mount.prop.lock().shared.is_some();
@@ -269,17 +265,7 @@ impl Vfs {
             }
         }
         self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
-        // Copies for every peer and slave of the parent that can see the mount point.
-        for (pm, is_peer) in self.propagation_targets(ns, &target.mount) {
-            // Mounts of the tree being attached are new: nothing propagates to them.
-            if tree.iter().any(|(m, _)| Arc::ptr_eq(m, &pm)) {
-                continue;
-            }
-            if !target.dentry.is_descendant_of(pm.root())
-                || !Arc::ptr_eq(pm.fs(), target.mount.fs())
-            {
-                continue;
-            }
+        for (pm, is_peer) in targets {
             let copies: MountTree = tree
                 .iter()
                 .map(|(m, link)| {
@@ -571,7 +557,7 @@ impl Vfs {
             return Err(Errno::EINVAL);
         };
         if !flags.contains(UmountFlags::MNT_DETACH) {
-            if !Self::children_of(ns, &m).is_empty() {
+            if MountIndex::of(ns).has_children(&m) {
                 return Err(Errno::EBUSY);
             }
             // The namespace list, the mount table, `m` here and the caller's own.
@@ -588,11 +574,14 @@ impl Vfs {
         // root (a mount tucked on top of the copy): that one takes the
         // copy's place (`__propagate_umount`).
         let mut victims = Vec::new();
+        // One index for every copy: a copy per peer, each asked for its
+        // children, must not cost a scan of the namespace each.
+        let index = MountIndex::of(ns);
         for (pm, _) in self.propagation_targets(ns, &parent) {
             if let Some(c) = self.mount_at(&pm, &mp) {
                 if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) {
-                    let children = Self::children_of(ns, &c);
-                    let only_topper = match children.as_slice() {
+                    let children = index.children(&c);
+                    let only_topper = match children {
                         [] => true,
                         [t] => t.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root())),
                         _ => false,
@@ -603,35 +592,70 @@ impl Vfs {
                 }
             }
         }
+        // The copies have nothing below them but a topper: their subtrees
+        // are apart from one another, and the index still tells them. They
+        // leave the namespace's list together, in one pass.
+        let mut gone = Unmounted::default();
         for c in victims {
-            self.umount_tree(ns, &c);
+            let tree = index.subtree(&c);
+            self.umount_tree_of(ns, &c, tree, &index, &mut gone);
         }
-        self.umount_tree(ns, &m);
+        self.finish_umount(ns, gone);
+        let index = MountIndex::of(ns);
+        let tree = index.subtree(&m);
+        let mut gone = Unmounted::default();
+        self.umount_tree_of(ns, &m, tree, &index, &mut gone);
+        self.finish_umount(ns, gone);
         Ok(())
     }
 
-    fn umount_tree(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) {
-        let tree = Self::subtree(ns, m);
+    /// Takes the unmounted mounts off the namespace's list, then puts the
+    /// covers back in their places (in the order their trees went).
+    fn finish_umount(&self, ns: &Arc<MountNamespace>, gone: Unmounted) {
+        ns.mounts
+            .lock()
+            .retain(|x| !gone.mounts.contains(&(Arc::as_ptr(x) as usize)));
+        for (c, p, mp) in gone.covers {
+            self.detach_locked(ns, &c);
+            // Cannot fail: the mount limit just gained room, and `mp` was
+            // alive as the unmounted mount's mount point.
+            let _ = self.attach_locked(ns, &c, &p, &mp);
+        }
+    }
+
+    /// Unmounts `m` and `tree`, its subtree (`umount_tree`), leaving them
+    /// on the namespace's list for [`Vfs::finish_umount`]: the mounts still
+    /// listed meanwhile are the ones not yet made private, as `umount_tree`
+    /// leaves them linked in their peer groups.
+    fn umount_tree_of(
+        &self,
+        ns: &Arc<MountNamespace>,
+        m: &Arc<Mount>,
+        tree: Vec<Arc<Mount>>,
+        index: &MountIndex,
+        gone: &mut Unmounted,
+    ) {
         // A mount stacked on the root of `m` is re-parented onto `m`'s place,
         // with everything mounted on it.
         let cover = self.mount_at(m, m.root());
-        let kept = cover
+        let kept: PtrSet = cover
             .as_ref()
-            .map(|c| Self::subtree(ns, c))
-            .unwrap_or_default();
+            .map(|c| index.subtree(c))
+            .unwrap_or_default()
+            .iter()
+            .map(|k| Arc::as_ptr(k) as usize)
+            .collect();
         let place = m.parent();
         for x in tree.iter().rev() {
-            if kept.iter().any(|k| Arc::ptr_eq(k, x)) {
+            if kept.contains(&(Arc::as_ptr(x) as usize)) {
                 continue;
             }
-            self.detach_locked(ns, x);
+            self.unhash_locked(x);
+            gone.mounts.insert(Arc::as_ptr(x) as usize);
             self.change_type(ns, x, PropagationType::Private);
         }
         if let (Some(c), Some((p, mp))) = (cover, place) {
-            self.detach_locked(ns, &c);
-            // Cannot fail: the mount limit just gained room, and `mp` was
-            // alive as `m`'s mount point.
-            let _ = self.attach_locked(ns, &c, &p, &mp);
+            gone.covers.push((c, p, mp));
         }
     }
 
@@ -754,4 +778,63 @@ impl crate::inode::Inode for EmptyDir {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// The mounts of a namespace by parent, in the namespace's order: built in
+/// one pass, so walking a subtree or asking for children costs what they
+/// hold, not a scan of the namespace (which may hold `mount-max` mounts).
+struct MountIndex {
+    children: HashMap<usize, Vec<Arc<Mount>>, BuildHasherDefault<NameHasher>>,
+}
+
+impl MountIndex {
+    fn of(ns: &Arc<MountNamespace>) -> MountIndex {
+        let mut children: HashMap<usize, Vec<Arc<Mount>>, BuildHasherDefault<NameHasher>> =
+            HashMap::default();
+        for c in ns.mounts.lock().iter() {
+            if let Some((p, _)) = c.parent() {
+                children
+                    .entry(Arc::as_ptr(&p) as usize)
+                    .or_default()
+                    .push(c.clone());
+            }
+        }
+        MountIndex { children }
+    }
+
+    /// The mounts whose parent is `m`, in the namespace's order.
+    fn children(&self, m: &Arc<Mount>) -> &[Arc<Mount>] {
+        self.children
+            .get(&(Arc::as_ptr(m) as usize))
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    fn has_children(&self, m: &Arc<Mount>) -> bool {
+        !self.children(m).is_empty()
+    }
+
+    /// `m` and every mount below it, parents before children (each level
+    /// in the namespace's order).
+    fn subtree(&self, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
+        let mut out = vec![m.clone()];
+        let mut i = 0;
+        while i < out.len() {
+            let below = self.children(&out[i]).to_vec();
+            out.extend(below);
+            i += 1;
+        }
+        out
+    }
+}
+
+/// A set of mounts by address (hashed as the mount table's keys are).
+type PtrSet = HashSet<usize, BuildHasherDefault<NameHasher>>;
+
+/// What unmounts took off, for [`Vfs::finish_umount`].
+#[derive(Default)]
+struct Unmounted {
+    mounts: PtrSet,
+    /// Covers to put back: the mount, and the parent and mount point of
+    /// the mount it covered.
+    covers: Vec<(Arc<Mount>, Arc<Mount>, Arc<Dentry>)>,
 }

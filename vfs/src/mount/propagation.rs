@@ -3,6 +3,7 @@
 //!
 //! Everything here runs under `Vfs::namespace_lock`.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
 use crate::abi::*;
@@ -51,6 +52,20 @@ impl Vfs {
         out
     }
 
+    /// The first live mount of `ns` in peer group `g` other than `except`.
+    fn first_peer(
+        &self,
+        ns: &Arc<MountNamespace>,
+        g: u32,
+        except: &Arc<Mount>,
+    ) -> Option<Arc<Mount>> {
+        ns.mounts
+            .lock()
+            .iter()
+            .find(|x| !Arc::ptr_eq(x, except) && x.prop.lock().shared == Some(g))
+            .cloned()
+    }
+
     /// Changes the propagation type of one mount.
     pub(crate) fn change_type(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>, t: PropagationType) {
         match t {
@@ -88,11 +103,13 @@ impl Vfs {
                 p.master.clone(),
             )
         };
-        let peer = group.and_then(|g| {
-            self.peers_of(std::slice::from_ref(ns), g)
-                .into_iter()
-                .find(|x| !Arc::ptr_eq(x, m))
-        });
+        // A remaining peer takes our slaves, or us as a slave: looked for
+        // only then, and the first one found will do (a scan of the
+        // namespace for each of the thousands of mounts an unmount makes
+        // private would be quadratic).
+        let peer = group
+            .filter(|_| keep_master || !slaves.is_empty())
+            .and_then(|g| self.first_peer(ns, g, m));
         let new_master: Option<Arc<Mount>> = peer
             .clone()
             .or_else(|| master.as_ref().and_then(Weak::upgrade));
@@ -138,7 +155,7 @@ impl Vfs {
     ) -> Vec<(Arc<Mount>, bool)> {
         let mut out: Vec<(Arc<Mount>, bool)> = Vec::new();
         let mut queue: Vec<(Arc<Mount>, bool)> = vec![(parent.clone(), true)];
-        let mut seen: Vec<u64> = vec![parent.id()];
+        let mut seen: HashSet<u64> = HashSet::from([parent.id()]);
         while let Some((m, is_peer)) = queue.pop() {
             let (group, slaves) = {
                 let p = m.prop.lock();
@@ -147,8 +164,7 @@ impl Vfs {
             let mut members = vec![(m.clone(), is_peer)];
             if let Some(g) = group {
                 for peer in self.peers_of(std::slice::from_ref(ns), g) {
-                    if !seen.contains(&peer.id()) {
-                        seen.push(peer.id());
+                    if seen.insert(peer.id()) {
                         out.push((peer.clone(), is_peer));
                         members.push((peer, is_peer));
                     }
@@ -161,8 +177,7 @@ impl Vfs {
                     member.prop.lock().slaves.clone()
                 };
                 for s in ss.iter().filter_map(Weak::upgrade) {
-                    if !seen.contains(&s.id()) {
-                        seen.push(s.id());
+                    if seen.insert(s.id()) {
                         out.push((s.clone(), false));
                         queue.push((s, false));
                     }
