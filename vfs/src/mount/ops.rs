@@ -150,19 +150,29 @@ impl Vfs {
             mp.mounts.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             return Err(Errno::ENOENT);
         }
+        self.link_locked(ns, child, parent, mp);
+        list.push(child.clone());
+        Ok(())
+    }
+
+    /// Hangs `child` on `mp` in `parent` (the mount table and its link),
+    /// leaving the namespace's list and `mp`'s count of mounts to the caller.
+    fn link_locked(
+        &self,
+        ns: &Arc<MountNamespace>,
+        child: &Arc<Mount>,
+        parent: &Arc<Mount>,
+        mp: &Arc<Dentry>,
+    ) {
         self.mount_table
             .write()
             .insert((parent.id(), Arc::as_ptr(mp) as usize), child.clone());
-        {
-            let mut l = child.link.write();
-            l.parent = Some(parent.clone());
-            l.mountpoint = Some(mp.clone());
-            l.ns = Arc::downgrade(ns);
-            l.connected = true;
-            l.umounted = false;
-        }
-        list.push(child.clone());
-        Ok(())
+        let mut l = child.link.write();
+        l.parent = Some(parent.clone());
+        l.mountpoint = Some(mp.clone());
+        l.ns = Arc::downgrade(ns);
+        l.connected = true;
+        l.umounted = false;
     }
 
     /// Disconnects `m` from its parent and its namespace.
@@ -188,7 +198,7 @@ impl Vfs {
 
     /// `m` and every mount below it, parents before children.
     fn subtree(ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
-        MountIndex::of(ns).subtree(m)
+        MountIndex::of(ns).subtree(m, &PtrSet::default())
     }
 
     /// Whether `fs` cannot become read-only: a mount of it in `ns` has
@@ -592,55 +602,42 @@ impl Vfs {
                 }
             }
         }
-        // The copies have nothing below them but a topper: their subtrees
-        // are apart from one another, and the index still tells them. They
-        // leave the namespace's list together, in one pass.
-        let mut gone = Unmounted::default();
+        // One tree after the other, as Linux does; the index follows the
+        // covers that move, and the unmounted mounts leave the namespace's
+        // list together, in one pass, at the end.
+        let mut index = index;
+        let mut gone = PtrSet::default();
         for c in victims {
-            let tree = index.subtree(&c);
-            self.umount_tree_of(ns, &c, tree, &index, &mut gone);
+            self.umount_tree_of(ns, &c, &mut index, &mut gone);
         }
-        self.finish_umount(ns, gone);
-        let index = MountIndex::of(ns);
-        let tree = index.subtree(&m);
-        let mut gone = Unmounted::default();
-        self.umount_tree_of(ns, &m, tree, &index, &mut gone);
-        self.finish_umount(ns, gone);
+        self.umount_tree_of(ns, &m, &mut index, &mut gone);
+        ns.mounts
+            .lock()
+            .retain(|x| !gone.contains(&(Arc::as_ptr(x) as usize)));
         Ok(())
     }
 
-    /// Takes the unmounted mounts off the namespace's list, then puts the
-    /// covers back in their places (in the order their trees went).
-    fn finish_umount(&self, ns: &Arc<MountNamespace>, gone: Unmounted) {
-        ns.mounts
-            .lock()
-            .retain(|x| !gone.mounts.contains(&(Arc::as_ptr(x) as usize)));
-        for (c, p, mp) in gone.covers {
-            self.detach_locked(ns, &c);
-            // Cannot fail: the mount limit just gained room, and `mp` was
-            // alive as the unmounted mount's mount point.
-            let _ = self.attach_locked(ns, &c, &p, &mp);
-        }
-    }
-
-    /// Unmounts `m` and `tree`, its subtree (`umount_tree`), leaving them
-    /// on the namespace's list for [`Vfs::finish_umount`]: the mounts still
-    /// listed meanwhile are the ones not yet made private, as `umount_tree`
-    /// leaves them linked in their peer groups.
+    /// Unmounts `m` and every mount below it (`umount_tree`), leaving them
+    /// on the namespace's list (the caller takes the `gone` ones off): the
+    /// mounts still listed meanwhile are the ones not yet made private, as
+    /// `umount_tree` leaves them linked in their peer groups.
     fn umount_tree_of(
         &self,
         ns: &Arc<MountNamespace>,
         m: &Arc<Mount>,
-        tree: Vec<Arc<Mount>>,
-        index: &MountIndex,
-        gone: &mut Unmounted,
+        index: &mut MountIndex,
+        gone: &mut PtrSet,
     ) {
+        if gone.contains(&(Arc::as_ptr(m) as usize)) {
+            return;
+        }
+        let tree = index.subtree(m, gone);
         // A mount stacked on the root of `m` is re-parented onto `m`'s place,
         // with everything mounted on it.
         let cover = self.mount_at(m, m.root());
         let kept: PtrSet = cover
             .as_ref()
-            .map(|c| index.subtree(c))
+            .map(|c| index.subtree(c, gone))
             .unwrap_or_default()
             .iter()
             .map(|k| Arc::as_ptr(k) as usize)
@@ -651,11 +648,22 @@ impl Vfs {
                 continue;
             }
             self.unhash_locked(x);
-            gone.mounts.insert(Arc::as_ptr(x) as usize);
+            gone.insert(Arc::as_ptr(x) as usize);
             self.change_type(ns, x, PropagationType::Private);
         }
         if let (Some(c), Some((p, mp))) = (cover, place) {
-            gone.covers.push((c, p, mp));
+            // Off the list and back at its end, as a detach and attach
+            // would; no room is needed (it is a move), and `mp` was alive
+            // as `m`'s mount point.
+            {
+                let mut list = ns.mounts.lock();
+                list.retain(|x| !Arc::ptr_eq(x, &c));
+                list.push(c.clone());
+            }
+            self.unhash_locked(&c);
+            mp.mounts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.link_locked(ns, &c, &p, &mp);
+            index.moved(&c, m, &p);
         }
     }
 
@@ -813,28 +821,35 @@ impl MountIndex {
         !self.children(m).is_empty()
     }
 
-    /// `m` and every mount below it, parents before children (each level
-    /// in the namespace's order).
-    fn subtree(&self, m: &Arc<Mount>) -> Vec<Arc<Mount>> {
+    /// `m` and every mount below it but those `gone`, parents before
+    /// children (each level in the namespace's order).
+    fn subtree(&self, m: &Arc<Mount>, gone: &PtrSet) -> Vec<Arc<Mount>> {
         let mut out = vec![m.clone()];
         let mut i = 0;
         while i < out.len() {
-            let below = self.children(&out[i]).to_vec();
+            let below: Vec<Arc<Mount>> = self
+                .children(&out[i])
+                .iter()
+                .filter(|c| !gone.contains(&(Arc::as_ptr(c) as usize)))
+                .cloned()
+                .collect();
             out.extend(below);
             i += 1;
         }
         out
     }
+
+    /// `c` moved from under `from` to the end of `to`'s mounts.
+    fn moved(&mut self, c: &Arc<Mount>, from: &Arc<Mount>, to: &Arc<Mount>) {
+        if let Some(v) = self.children.get_mut(&(Arc::as_ptr(from) as usize)) {
+            v.retain(|x| !Arc::ptr_eq(x, c));
+        }
+        self.children
+            .entry(Arc::as_ptr(to) as usize)
+            .or_default()
+            .push(c.clone());
+    }
 }
 
 /// A set of mounts by address (hashed as the mount table's keys are).
 type PtrSet = HashSet<usize, BuildHasherDefault<NameHasher>>;
-
-/// What unmounts took off, for [`Vfs::finish_umount`].
-#[derive(Default)]
-struct Unmounted {
-    mounts: PtrSet,
-    /// Covers to put back: the mount, and the parent and mount point of
-    /// the mount it covered.
-    covers: Vec<(Arc<Mount>, Arc<Mount>, Arc<Dentry>)>,
-}
