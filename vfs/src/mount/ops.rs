@@ -567,7 +567,12 @@ impl Vfs {
             return Err(Errno::EINVAL);
         };
         if !flags.contains(UmountFlags::MNT_DETACH) {
-            if MountIndex::of(ns).has_children(&m) {
+            let busy = ns
+                .mounts
+                .lock()
+                .iter()
+                .any(|c| c.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &m)));
+            if busy {
                 return Err(Errno::EBUSY);
             }
             // The namespace list, the mount table, `m` here and the caller's own.
@@ -815,10 +820,6 @@ impl MountIndex {
         self.children
             .get(&(Arc::as_ptr(m) as usize))
             .map_or(&[], |v| v.as_slice())
-    }
-
-    fn has_children(&self, m: &Arc<Mount>) -> bool {
-        !self.children(m).is_empty()
     }
 
     /// `m` and every mount below it but those `gone`, parents before
