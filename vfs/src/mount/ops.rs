@@ -657,17 +657,9 @@ impl Vfs {
             self.change_type(ns, x, PropagationType::Private);
         }
         if let (Some(c), Some((p, mp))) = (cover, place) {
-            // Off the list and back at its end, as a detach and attach
-            // would; no room is needed (it is a move), and `mp` was alive
-            // as `m`'s mount point.
-            {
-                let mut list = ns.mounts.lock();
-                list.retain(|x| !Arc::ptr_eq(x, &c));
-                list.push(c.clone());
-            }
-            self.unhash_locked(&c);
-            mp.mounts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.link_locked(ns, &c, &p, &mp);
+            // The cover takes `m`'s place and keeps its own in the list
+            // (`reparent` through `mnt_change_mountpoint`).
+            self.change_mountpoint(&c, &p, &mp);
             index.moved(&c, m, &p);
         }
     }
