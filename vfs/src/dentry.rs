@@ -88,12 +88,22 @@ impl std::fmt::Debug for Name {
 }
 
 impl PartialEq for Name {
+    #[inline]
     fn eq(&self, other: &Name) -> bool {
         names_equal(self, other)
     }
 }
 
 impl Eq for Name {}
+
+/// A name hashes as one word, [`name_hash`] (a directory's map keys on
+/// names and passes that word through).
+impl Hash for Name {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(name_hash(self));
+    }
+}
 
 /// FxHash: names are short and not attacker-chosen in a way that matters for
 /// a per-directory map, so a fast non-keyed hash beats SipHash here.
@@ -158,26 +168,6 @@ fn names_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-/// A key of a directory's map of names.
-#[derive(Clone)]
-pub(crate) struct NameKey(pub(crate) Name);
-
-impl Hash for NameKey {
-    #[inline]
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(name_hash(&self.0));
-    }
-}
-
-impl PartialEq for NameKey {
-    #[inline]
-    fn eq(&self, other: &NameKey) -> bool {
-        names_equal(&self.0, &other.0)
-    }
-}
-
-impl Eq for NameKey {}
-
 /// A name to find in a directory's map, borrowed from the path.
 pub(crate) struct NameQuery<'a>(pub(crate) &'a [u8]);
 
@@ -188,10 +178,10 @@ impl Hash for NameQuery<'_> {
     }
 }
 
-impl hashbrown::Equivalent<NameKey> for NameQuery<'_> {
+impl hashbrown::Equivalent<Name> for NameQuery<'_> {
     #[inline]
-    fn equivalent(&self, key: &NameKey) -> bool {
-        names_equal(self.0, &key.0)
+    fn equivalent(&self, key: &Name) -> bool {
+        names_equal(self.0, key)
     }
 }
 
@@ -216,7 +206,7 @@ impl Hasher for PassHasher {
     }
 }
 
-type NameMap<V> = hashbrown::HashMap<NameKey, V, BuildHasherDefault<PassHasher>>;
+type NameMap<V> = hashbrown::HashMap<Name, V, BuildHasherDefault<PassHasher>>;
 
 /// Where a dentry hangs in its tree.
 pub(crate) struct Link {
@@ -570,7 +560,7 @@ impl Dentry {
             .filter(|(_, d)| {
                 Arc::strong_count(d) == 2 && d.cached_children() == 0 && !d.is_mountpoint()
             })
-            .map(|(n, _)| n.0.clone())
+            .map(|(n, _)| n.clone())
             .collect();
         for n in &victims {
             if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
@@ -656,7 +646,7 @@ fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
         l.name = shared.clone();
     }
     ch.order.insert(slot.pos, child.clone());
-    ch.by_name.insert(NameKey(shared), child.clone());
+    ch.by_name.insert(shared, child.clone());
 }
 
 static NEXT_FS_ID: AtomicU64 = AtomicU64::new(1);

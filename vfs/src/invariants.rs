@@ -186,14 +186,14 @@ fn check_tree(m: &Arc<Mount>, mountpoints: &HashMap<usize, u32>) -> Result<(), S
         let mut subdirs = 0;
         for (name, child) in &ch.by_name {
             let l = child.link.read();
-            let child_name = String::from_utf8_lossy(&name.0).into_owned();
+            let child_name = String::from_utf8_lossy(name).into_owned();
             if !l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &dir)) {
                 return Err(format!(
                     "{child_name:?} is a child of {:?} but its link names another parent",
                     show(&dir)
                 ));
             }
-            if *l.name != *name.0 {
+            if l.name != *name {
                 return Err(format!(
                     "{child_name:?} in {:?} is linked under the name {:?}",
                     show(&dir),

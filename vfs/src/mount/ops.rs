@@ -591,7 +591,7 @@ impl Vfs {
         let mut victims = Vec::new();
         // One index for every copy: a copy per peer, each asked for its
         // children, must not cost a scan of the namespace each.
-        let index = MountIndex::of(ns);
+        let mut index = MountIndex::of(ns);
         for (pm, _) in self.propagation_targets(ns, &parent) {
             if let Some(c) = self.mount_at(&pm, &mp) {
                 if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) {
@@ -610,7 +610,6 @@ impl Vfs {
         // One tree after the other, as Linux does; the index follows the
         // covers that move, and the unmounted mounts leave the namespace's
         // list together, in one pass, at the end.
-        let mut index = index;
         let mut gone = PtrSet::default();
         for c in victims {
             self.umount_tree_of(ns, &c, &mut index, &mut gone);
