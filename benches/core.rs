@@ -1514,6 +1514,7 @@ fn profile_loop(what: &str) {
             "limit8" => drop(black_box(l.stat(d8.as_bytes()).unwrap())),
             "enoent8" => assert!(p.stat(miss.as_bytes()).is_err()),
             "links8" => drop(black_box(p.stat(b"/s/l1").unwrap())),
+            "target" => drop(black_box(p.stat(b"/s/t").unwrap())),
             "open8" => {
                 let fd = p
                     .openat(AT_FDCWD, f8.as_bytes(), OpenFlags::O_RDONLY, 0)

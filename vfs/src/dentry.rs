@@ -21,7 +21,7 @@
 //! across a call out. Order: `Filesystem::rename_lock` → `op` of the two
 //! directories (by address) → `children` → `link`.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -226,10 +226,99 @@ pub(crate) struct Link {
 pub(crate) struct Children {
     pub(crate) by_name: NameMap<Arc<Dentry>>,
     /// The list order (by `Link::pos`): `getdents` reads newest first.
-    pub(crate) order: BTreeMap<u32, Arc<Dentry>>,
+    pub(crate) order: Order,
     pub(crate) next_pos: u32,
     /// The next directory offset to hand out (cyclic, as `mtree_alloc_cyclic`).
     pub(crate) next_offset: u32,
+    /// Slots handed out by [`reserve_slot`] and not filled yet: positions
+    /// are not packed while one is out, since its holder keeps the number.
+    reserved: u32,
+}
+
+/// The entries of a directory by list position. Positions only grow, so a
+/// new entry goes at the back of a deque and one that leaves is a hole
+/// there: no allocation or tree rebalancing per entry, as a `BTreeMap`
+/// would cost for the common create-and-remove. Holes at the ends are
+/// dropped at once; when holes outnumber entries the positions are packed,
+/// so the deque stays within twice the entries.
+#[derive(Default)]
+pub(crate) struct Order {
+    /// The position of `slots[0]`.
+    base: u32,
+    slots: VecDeque<Option<Arc<Dentry>>>,
+    live: usize,
+}
+
+impl Order {
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// The entry at `pos`.
+    pub(crate) fn get(&self, pos: u32) -> Option<&Arc<Dentry>> {
+        let i = pos.checked_sub(self.base)?;
+        self.slots.get(i as usize)?.as_ref()
+    }
+
+    fn insert(&mut self, pos: u32, d: Arc<Dentry>) {
+        if self.slots.is_empty() {
+            self.base = pos;
+        }
+        // A reserved slot may lie before the first entry left.
+        while pos < self.base {
+            self.slots.push_front(None);
+            self.base -= 1;
+        }
+        let i = (pos - self.base) as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].replace(d).is_none() {
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, pos: u32) -> Option<Arc<Dentry>> {
+        let i = pos.checked_sub(self.base)? as usize;
+        let d = self.slots.get_mut(i)?.take()?;
+        self.live -= 1;
+        while matches!(self.slots.back(), Some(None)) {
+            self.slots.pop_back();
+        }
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(d)
+    }
+
+    /// The entries with their positions, oldest first.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (u32, &Arc<Dentry>)> {
+        let base = self.base;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, d)| Some((base + i as u32, d.as_ref()?)))
+    }
+
+    /// The entries at `pos` and before, newest first.
+    fn down_from(&self, pos: u32) -> impl Iterator<Item = &Arc<Dentry>> {
+        let end = match pos.checked_sub(self.base) {
+            Some(i) => (i as usize).saturating_add(1).min(self.slots.len()),
+            None => 0,
+        };
+        self.slots.range(..end).rev().filter_map(Option::as_ref)
+    }
+
+    /// The position after the newest entry.
+    fn end(&self) -> Option<u32> {
+        (!self.slots.is_empty()).then(|| self.base + self.slots.len() as u32)
+    }
+
+    fn holes(&self) -> usize {
+        self.slots.len() - self.live
+    }
 }
 
 /// A place in a directory: list position and offset.
@@ -248,6 +337,11 @@ const LAST_OFFSET: u32 = i32::MAX as u32 - 1;
 impl Children {
     /// A new slot at the head of the list, with the given offset or the next one.
     fn new_slot(&mut self, offset: Option<u32>) -> Slot {
+        // The positions after the newest entry left are free again (unless
+        // a reserved slot holds one): reusing them keeps the list dense.
+        if self.reserved == 0 {
+            self.next_pos = self.order.end().unwrap_or(FIRST_POS);
+        }
         if self.next_pos == u32::MAX {
             self.renumber();
         }
@@ -265,16 +359,26 @@ impl Children {
         Slot { pos, offset }
     }
 
-    /// Packs the list positions after four billion insertions.
+    /// Packs the list positions: after four billion insertions, or when
+    /// removals left more holes than entries.
     fn renumber(&mut self) {
-        let old = std::mem::take(&mut self.order);
+        let old = std::mem::take(&mut self.order.slots);
         let mut next = FIRST_POS;
-        for (_, d) in old {
+        self.order.base = next;
+        for d in old.into_iter().flatten() {
             d.link.write().pos = next;
-            self.order.insert(next, d);
+            self.order.slots.push_back(Some(d));
             next += 1;
         }
         self.next_pos = next;
+    }
+
+    /// Takes the entry at `pos` out of the list order.
+    fn unlist(&mut self, pos: u32) {
+        self.order.remove(pos);
+        if self.reserved == 0 && self.order.holes() > self.order.len() + 32 {
+            self.renumber();
+        }
     }
 }
 
@@ -488,7 +592,7 @@ impl Dentry {
         let mut ch = dir.children.write();
         let d = ch.by_name.remove(&NameQuery(name))?;
         let pos = d.link.read().pos;
-        ch.order.remove(&pos);
+        ch.unlist(pos);
         Some(d)
     }
 
@@ -512,21 +616,16 @@ impl Dentry {
             None
         } else {
             ch.order
-                .values()
-                .filter_map(|d| {
+                .iter()
+                .filter_map(|(pos, d)| {
                     let l = d.link.read();
-                    (u64::from(l.offset) <= offset).then_some((l.offset, l.pos))
+                    (u64::from(l.offset) <= offset).then_some((l.offset, pos))
                 })
                 .max()
                 .map(|(_, pos)| pos)
         };
         out.reserve(ch.by_name.len());
-        for d in ch
-            .order
-            .range(..=start.unwrap_or(u32::MAX))
-            .rev()
-            .map(|(_, d)| d)
-        {
+        for d in ch.order.down_from(start.unwrap_or(u32::MAX)) {
             out.push(&d.link.read().name, d.ftype.dirent_type());
         }
     }
@@ -565,7 +664,7 @@ impl Dentry {
         for n in &victims {
             if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
                 let pos = d.link.read().pos;
-                ch.order.remove(&pos);
+                ch.unlist(pos);
             }
         }
         victims.len()
@@ -624,7 +723,15 @@ pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8], offset: O
 /// Reserves a place for an entry made later that Linux makes first (the
 /// whiteout of a rename).
 pub(crate) fn reserve_slot(dir: &DirState) -> Slot {
-    dir.children.write().new_slot(None)
+    let mut ch = dir.children.write();
+    ch.reserved += 1;
+    ch.new_slot(None)
+}
+
+/// Gives back a slot from [`reserve_slot`] that will not be filled.
+pub(crate) fn release_slot(dir: &DirState) {
+    let mut ch = dir.children.write();
+    ch.reserved = ch.reserved.saturating_sub(1);
 }
 
 /// [`attach`] with a name already shared.
@@ -635,7 +742,9 @@ fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option
 }
 
 fn attach_slot(dir: &DirState, child: &Arc<Dentry>, shared: Name, slot: Slot) {
-    place(&mut dir.children.write(), child, shared, slot);
+    let mut ch = dir.children.write();
+    ch.reserved = ch.reserved.saturating_sub(1);
+    place(&mut ch, child, shared, slot);
 }
 
 fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
@@ -742,5 +851,71 @@ impl Drop for Filesystem {
                 stack.extend(ch.by_name.into_values());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::abi::*;
+    use crate::testfs;
+
+    /// The list order stays within twice the entries (plus the packing
+    /// slack) whatever the pattern of changes: renames at the head, removals
+    /// in the middle, a long-lived first entry.
+    #[test]
+    fn list_order_stays_dense() {
+        let p = testfs::process();
+        p.mkdirat(AT_FDCWD, b"/d", 0o755).unwrap();
+        p.chdir(b"/d").unwrap();
+        let d = p.cwd().dentry;
+        let bound = |live: usize| 2 * live + 33;
+        let check = |want_live: usize| {
+            let ch = d.dir.as_ref().unwrap().children.read();
+            assert_eq!(ch.order.len(), want_live);
+            assert_eq!(ch.by_name.len(), want_live);
+            assert!(
+                ch.order.slots.len() <= bound(want_live),
+                "{} slots for {} entries",
+                ch.order.slots.len(),
+                want_live
+            );
+        };
+        p.mkdirat(AT_FDCWD, b"keep", 0o755).unwrap();
+        for i in 0..5000 {
+            let (a, b): (&[u8], &[u8]) = if i % 2 == 0 {
+                (b"t", b"u")
+            } else {
+                (b"u", b"t")
+            };
+            if i == 0 {
+                p.mkdirat(AT_FDCWD, a, 0o755).unwrap();
+            }
+            p.renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::empty())
+                .unwrap();
+            check(2);
+        }
+        for round in 0..50 {
+            for i in 0..40 {
+                p.mkdirat(AT_FDCWD, format!("x{round}-{i}").as_bytes(), 0o755)
+                    .unwrap();
+            }
+            // Every other one goes, leaving holes between those that stay.
+            for i in (0..40).step_by(2) {
+                p.unlinkat(
+                    AT_FDCWD,
+                    format!("x{round}-{i}").as_bytes(),
+                    AtFlags::AT_REMOVEDIR,
+                )
+                .unwrap();
+            }
+            check(2 + 20 * (round + 1));
+        }
+        // Newest first, oldest ("keep") last, whatever was packed.
+        let ch = d.dir.as_ref().unwrap().children.read();
+        let names: Vec<Vec<u8>> = ch.order.iter().map(|(_, c)| c.name().to_vec()).collect();
+        assert_eq!(names.first().map(Vec::as_slice), Some(&b"keep"[..]));
+        assert_eq!(names.last().map(Vec::as_slice), Some(&b"x49-39"[..]));
+        let positions: Vec<u32> = ch.order.iter().map(|(pos, _)| pos).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -200,7 +200,7 @@ fn check_tree(m: &Arc<Mount>, mountpoints: &HashMap<usize, u32>) -> Result<(), S
                     String::from_utf8_lossy(&l.name)
                 ));
             }
-            if !ch.order.get(&l.pos).is_some_and(|o| Arc::ptr_eq(o, child)) {
+            if !ch.order.get(l.pos).is_some_and(|o| Arc::ptr_eq(o, child)) {
                 return Err(format!(
                     "{child_name:?} in {:?} is not at its position {} in the directory order",
                     show(&dir),

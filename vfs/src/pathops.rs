@@ -773,7 +773,15 @@ impl Vfs {
                 rdev: DevId::default(),
                 target: &[],
             };
-            let inode = old_dir.dentry.inode().create(&c, &oname, &node)?;
+            let inode = match old_dir.dentry.inode().create(&c, &oname, &node) {
+                Ok(inode) => inode,
+                Err(e) => {
+                    if whiteout_slot.is_some() {
+                        crate::dentry::release_slot(old_dir.dentry.dir()?);
+                    }
+                    return Err(e);
+                }
+            };
             match whiteout_slot {
                 Some(slot) => old_dir.dentry.insert_child_at(&oname, inode, slot)?,
                 None => old_dir.dentry.insert_child(&oname, inode)?,
