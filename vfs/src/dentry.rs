@@ -64,6 +64,16 @@ impl Name {
     }
 }
 
+impl Default for Name {
+    /// The empty name (the root's).
+    fn default() -> Name {
+        Name(NameRepr::Inline {
+            len: 0,
+            bytes: [0; INLINE_NAME],
+        })
+    }
+}
+
 impl From<&[u8]> for Name {
     fn from(bytes: &[u8]) -> Name {
         Name::new(bytes)
@@ -566,9 +576,9 @@ impl Dentry {
         inode: Arc<dyn Inode>,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        let shared = Name::new(name);
-        let child = Dentry::new(inode, Some(self.clone()), shared.clone());
-        attach_name(dir, &child, shared, None);
+        // `place` names the child: one copy of the name less.
+        let child = Dentry::new(inode, Some(self.clone()), Name::default());
+        attach_name(dir, &child, Name::new(name), None);
         Ok(child)
     }
 
@@ -580,9 +590,8 @@ impl Dentry {
         slot: Slot,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        let shared = Name::new(name);
-        let child = Dentry::new(inode, Some(self.clone()), shared.clone());
-        attach_slot(dir, &child, shared, slot);
+        let child = Dentry::new(inode, Some(self.clone()), Name::default());
+        attach_slot(dir, &child, Name::new(name), slot);
         Ok(child)
     }
 

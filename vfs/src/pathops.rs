@@ -15,7 +15,7 @@ use crate::file::OpenFile;
 use crate::inode::{Coherence, Ctx, NewNode};
 use crate::mount::{MntFlags, Mount, VirtualDentry};
 use crate::perm::{self, May};
-use crate::walk::{Last, NameBuf, WalkFlags, Walker};
+use crate::walk::{Last, WalkFlags, Walker};
 use crate::Vfs;
 
 /// Who asks, and from where.
@@ -321,12 +321,15 @@ impl Vfs {
         Ok(vd)
     }
 
+    // Inlined: the walker and the name come back in place instead of
+    // through a copy that is read back at once.
+    #[inline(always)]
     fn parent_of<'a, 'p>(
         &'a self,
         ctx: &'a PathCtx<'_>,
         start: &'a VirtualDentry,
         path: &'p [u8],
-    ) -> Result<(Walker<'a, 'p>, Last)> {
+    ) -> Result<(Walker<'a, 'p>, Last<'p>)> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -1340,7 +1343,7 @@ impl Vfs {
         let mut created = false;
         let target = loop {
             let last = w.walk_to_last()?;
-            let name: NameBuf = match last {
+            let name = match last {
                 Last::Root => break w.cur.to_vd(),
                 Last::Dot => break w.cur.to_vd(),
                 Last::DotDot => {
@@ -1439,7 +1442,7 @@ impl Vfs {
             }
             _ => {}
         }
-        let inode = vd.dentry.inode().clone();
+        let inode = vd.dentry.inode();
         inode_permission(cred, &vd, want)?;
         if flags.contains(OpenFlags::O_NOATIME) && !perm::is_owner_or_capable(cred, inode.owner()) {
             return Err(Errno::EPERM);

@@ -51,7 +51,7 @@ fn scan(bytes: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
 
 /// The kind of the last component of a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Last {
+pub enum Last<'p> {
     /// The path ended at a directory with no final name (`/`, or a symlink to `/`).
     Root,
     /// `.`
@@ -59,7 +59,31 @@ pub enum Last {
     /// `..`
     DotDot,
     /// A name.
-    Name(NameBuf),
+    Name(LastName<'p>),
+}
+
+/// The last name of a path: borrowed from the caller's path, or a copy
+/// when it came from a symbolic link's target. Borrowing matters: the copy,
+/// read back at once as it is moved to the caller, stalled on store
+/// forwarding in every create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LastName<'p> {
+    /// Part of the caller's path.
+    Path(&'p [u8]),
+    /// Copied from a link's target.
+    Held(NameBuf),
+}
+
+impl std::ops::Deref for LastName<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            LastName::Path(n) => n,
+            LastName::Held(n) => n,
+        }
+    }
 }
 
 /// Where a walk stands: borrowed from the caller (the root or the starting
@@ -334,6 +358,16 @@ impl<'a, 'p> Walker<'a, 'p> {
         Some((&self.path[start..end], last))
     }
 
+    /// `name` as a part of the caller's path, when it is one (rather than
+    /// a part of a link's target).
+    #[inline]
+    fn path_name(&self, name: &[u8]) -> Option<&'p [u8]> {
+        let start = (name.as_ptr() as usize).checked_sub(self.path.as_ptr() as usize)?;
+        self.path
+            .get(start..start.checked_add(name.len())?)
+            .filter(|n| n.as_ptr() == name.as_ptr())
+    }
+
     /// Checks that the current node is a directory we may search.
     #[inline]
     fn may_lookup(&self) -> Result<()> {
@@ -354,7 +388,7 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Walks every component but the last, following links on the way.
     /// Returns the last component; `self.cur` is its directory.
-    pub fn walk_to_last(&mut self) -> Result<Last> {
+    pub fn walk_to_last(&mut self) -> Result<Last<'p>> {
         loop {
             let mut hold = NameHold::default();
             let Some((name, last)) = self.next_component(&mut hold) else {
@@ -365,7 +399,10 @@ impl<'a, 'p> Walker<'a, 'p> {
                 return Ok(match name {
                     b"." => Last::Dot,
                     b".." => Last::DotDot,
-                    _ => Last::Name(SmallVec::from_slice(name)),
+                    _ => Last::Name(match self.path_name(name) {
+                        Some(n) => LastName::Path(n),
+                        None => LastName::Held(SmallVec::from_slice(name)),
+                    }),
                 });
             }
             match name {

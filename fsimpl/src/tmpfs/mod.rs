@@ -828,10 +828,10 @@ impl Inode for TmpInode {
     }
 
     fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+        if let Data::Regular(_) = &self.data {
+            return Ok(Box::new(file::RegularFile { inode: self }));
+        }
         match &self.data {
-            Data::Regular(_) => Ok(Box::new(file::RegularFile {
-                inode: self.clone(),
-            })),
             Data::Fifo(p) => Ok(Box::new(pipe::PipeEnd::open(p.clone(), flags)?)),
             _ if self.ftype() == FileType::Directory => Ok(Box::new(DirFile)),
             _ => Err(Errno::ENXIO),
