@@ -5,7 +5,7 @@
 //! down.
 
 use bitflags::bitflags;
-use smallvec::SmallVec;
+use std::sync::Arc;
 
 bitflags! {
     /// Linux capabilities that the filesystem layer checks (bit = capability number).
@@ -54,6 +54,28 @@ impl Caps {
         .union(Caps::MAC_OVERRIDE);
 }
 
+/// Supplementary groups, shared: every open file keeps its opener's
+/// credentials, and copying a list per `open` showed in its profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Groups(Option<Arc<[u32]>>);
+
+impl Groups {
+    /// The groups `ids`.
+    pub fn new(ids: &[u32]) -> Groups {
+        Groups((!ids.is_empty()).then(|| Arc::from(ids)))
+    }
+
+    /// The groups as a list.
+    pub fn as_slice(&self) -> &[u32] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `gid` is one of them.
+    pub fn contains(&self, gid: u32) -> bool {
+        self.as_slice().contains(&gid)
+    }
+}
+
 /// The credentials of a caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
@@ -70,7 +92,7 @@ pub struct Credentials {
     /// Filesystem group id.
     pub fsgid: u32,
     /// Supplementary groups.
-    pub groups: SmallVec<[u32; 4]>,
+    pub groups: Groups,
     /// Effective capabilities.
     pub caps: Caps,
     /// Which set of credentials this is. Linux compares a file's opener
@@ -95,7 +117,7 @@ impl Credentials {
             egid: 0,
             fsuid: 0,
             fsgid: 0,
-            groups: SmallVec::new(),
+            groups: Groups::default(),
             caps: Caps::ALL,
             serial: next_serial(),
         }
@@ -110,7 +132,7 @@ impl Credentials {
             egid: gid,
             fsuid: uid,
             fsgid: gid,
-            groups: SmallVec::new(),
+            groups: Groups::default(),
             caps: Caps::empty(),
             serial: next_serial(),
         }
@@ -134,7 +156,7 @@ impl Credentials {
 
     /// Whether the caller is in group `gid` (fsgid or a supplementary group).
     pub fn in_group(&self, gid: u32) -> bool {
-        self.fsgid == gid || self.groups.contains(&gid)
+        self.fsgid == gid || self.groups.contains(gid)
     }
 
     /// Sets the fsuid as `setfsuid(2)` does: filesystem capabilities drop when

@@ -278,7 +278,7 @@ mod tests {
     fn supplementary_groups_count() {
         let mut u = Credentials::user(1000, 1000);
         assert!(check(&u, o(S_IFREG | 0o040, 0, 100), May::READ).is_err());
-        u.groups.push(100);
+        u.groups = crate::cred::Groups::new(&[100]);
         assert!(check(&u, o(S_IFREG | 0o040, 0, 100), May::READ).is_ok());
     }
 
@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(check_chown(&u, f, Some(0), None), Err(Errno::EPERM));
         assert_eq!(check_chown(&u, f, Some(1000), None), Ok(()));
         assert_eq!(check_chown(&u, f, None, Some(100)), Err(Errno::EPERM));
-        u.groups.push(100);
+        u.groups = crate::cred::Groups::new(&[100]);
         assert_eq!(check_chown(&u, f, None, Some(100)), Ok(()));
         assert_eq!(
             check_chown(&Credentials::root(), f, Some(7), Some(8)),

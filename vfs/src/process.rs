@@ -156,7 +156,7 @@ impl Process {
     pub fn set_fs_ids(&self, fsuid: u32, fsgid: u32, groups: &[u32]) {
         self.update(|st| {
             let mut c = (*st.cred).clone();
-            c.groups = groups.iter().copied().collect();
+            c.groups = crate::cred::Groups::new(groups);
             c.fsgid = fsgid;
             c.set_fsuid(fsuid);
             c.renew();
