@@ -22,8 +22,8 @@ enum Kind {
 struct MemDevice(Kind);
 
 impl Device for MemDevice {
-    fn open(&self, _dev: DevId, _flags: OpenFlags) -> Result<Box<dyn FileOps>> {
-        Ok(Box::new(MemFile(self.0)))
+    fn open(&self, _dev: DevId, _flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
+        Ok(Arc::new(MemFile(self.0)))
     }
 }
 

@@ -281,11 +281,16 @@ impl Order {
             self.base -= 1;
         }
         let i = (pos - self.base) as usize;
-        if i >= self.slots.len() {
+        self.live += 1;
+        if i == self.slots.len() {
+            self.slots.push_back(Some(d));
+            return;
+        }
+        if i > self.slots.len() {
             self.slots.resize(i + 1, None);
         }
-        if self.slots[i].replace(d).is_none() {
-            self.live += 1;
+        if self.slots[i].replace(d).is_some() {
+            self.live -= 1;
         }
     }
 

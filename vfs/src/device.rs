@@ -21,7 +21,7 @@ pub enum DeviceKind {
 /// A device driver: opens one device number.
 pub trait Device: Send + Sync + 'static {
     /// Opens the device `dev` with `flags`.
-    fn open(&self, dev: DevId, flags: OpenFlags) -> Result<Box<dyn FileOps>>;
+    fn open(&self, dev: DevId, flags: OpenFlags) -> Result<Arc<dyn FileOps>>;
 }
 
 /// (kind, major, minor or every minor).
@@ -58,7 +58,7 @@ impl DeviceRegistry {
     }
 
     /// Opens a device file; an unregistered number is `ENXIO`.
-    pub fn open(&self, kind: DeviceKind, dev: DevId, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    pub fn open(&self, kind: DeviceKind, dev: DevId, flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         let drv = {
             let map = self.map.read();
             map.get(&(kind, dev.major, Some(dev.minor)))

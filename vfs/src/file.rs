@@ -41,7 +41,7 @@ pub struct OpenFile {
     /// Holds a write reference on the mount (released on drop).
     mount_write: bool,
     pos: Mutex<u64>,
-    ops: Option<Box<dyn FileOps>>,
+    ops: Option<Arc<dyn FileOps>>,
     cred: Credentials,
 }
 
@@ -95,7 +95,7 @@ impl OpenFile {
     pub(crate) fn new(
         vd: VirtualDentry,
         flags: OpenFlags,
-        ops: Option<Box<dyn FileOps>>,
+        ops: Option<Arc<dyn FileOps>>,
         cred: Credentials,
         mount_write: bool,
     ) -> Arc<OpenFile> {

@@ -176,8 +176,9 @@ pub trait Inode: Send + Sync + 'static {
     }
 
     /// Opens this inode. Device files are opened through the device registry
-    /// by the VFS and never reach here.
-    fn open(self: Arc<Self>, _flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    /// by the VFS and never reach here. Shared, so that an inode that serves
+    /// its open files itself hands out a reference instead of allocating.
+    fn open(self: Arc<Self>, _flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         Err(Errno::ENXIO)
     }
 

@@ -84,10 +84,10 @@ impl Inode for Node {
             Err(Errno::EINVAL)
         }
     }
-    fn open(self: Arc<Self>, _flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    fn open(self: Arc<Self>, _flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         struct F;
         impl FileOps for F {}
-        Ok(Box::new(F))
+        Ok(Arc::new(F))
     }
 }
 

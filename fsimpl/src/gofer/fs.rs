@@ -1179,11 +1179,11 @@ impl Inode for GoferInode {
         self.client().readlink(&f)
     }
 
-    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         match self.ftype {
             FileType::Fifo => {
                 let p = self.pipe.clone().ok_or(Errno::ENXIO)?;
-                Ok(Box::new(pipe::PipeEnd::open(p, flags)?))
+                Ok(Arc::new(pipe::PipeEnd::open(p, flags)?))
             }
             FileType::Directory => {
                 let f = self.open_fid(O_RDONLY | O_DIRECTORY)?;
@@ -1192,7 +1192,7 @@ impl Inode for GoferInode {
                     writable: false,
                 });
                 self.register(&h);
-                Ok(Box::new(DirFile {
+                Ok(Arc::new(DirFile {
                     inode: self.clone(),
                     h,
                 }))
@@ -1206,7 +1206,7 @@ impl Inode for GoferInode {
                 let f = self.open_fid(lflags)?;
                 let h = Arc::new(Handle { fid: f, writable });
                 self.register(&h);
-                Ok(Box::new(RegFile {
+                Ok(Arc::new(RegFile {
                     inode: self.clone(),
                     h,
                 }))

@@ -1,7 +1,6 @@
 //! Regular file data: sparse, page-aligned pages.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tessera_vfs::abi::*;
 use tessera_vfs::inode::{Ctx, FileOps};
@@ -199,36 +198,33 @@ impl FileData {
     }
 }
 
-/// An open regular file.
-pub(crate) struct RegularFile {
-    pub(crate) inode: Arc<TmpInode>,
-}
-
-impl RegularFile {
-    fn data(&self) -> Result<&parking_lot::RwLock<FileData>> {
-        match &self.inode.data {
+impl TmpInode {
+    fn file_data(&self) -> Result<&parking_lot::RwLock<FileData>> {
+        match &self.data {
             Data::Regular(d) => Ok(d),
-            // `open` makes a RegularFile only for regular inodes.
+            // `open` serves only regular inodes as their own open files.
             _ => Err(Errno::EBADF),
         }
     }
 }
 
-impl FileOps for RegularFile {
+/// An open regular file is served by its inode itself: opening one then
+/// allocates nothing.
+impl FileOps for TmpInode {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
-        Ok(self.data()?.read().read(off, buf))
+        Ok(self.file_data()?.read().read(off, buf))
     }
 
     fn write(&self, _ctx: &Ctx<'_>, off: u64, buf: &[u8], append: bool) -> Result<(usize, u64)> {
-        let fs = self.inode.fs()?;
-        let mut d = self.data()?.write();
+        let fs = self.fs()?;
+        let mut d = self.file_data()?.write();
         let at = if append { d.size } else { off };
         let n = d.write(&fs, at, buf)?;
         drop(d);
         if n > 0 {
-            self.inode.mgt.set_ctime_current(&fs.mg);
+            self.mgt.set_ctime_current(&fs.mg);
             let now = fs.now();
-            let mut m = self.inode.meta.write();
+            let mut m = self.meta.write();
             m.mtime = (now).into();
             m.ctime = (now).into();
         }
@@ -236,7 +232,7 @@ impl FileOps for RegularFile {
     }
 
     fn size(&self) -> u64 {
-        self.data().map_or(0, |d| d.read().size)
+        self.file_data().map_or(0, |d| d.read().size)
     }
 
     fn fsync(&self) -> Result<()> {
@@ -245,17 +241,17 @@ impl FileOps for RegularFile {
     }
 
     fn seek_data_hole(&self, off: u64, data: bool) -> Result<u64> {
-        self.data()?.read().seek_data_hole(off, data)
+        self.file_data()?.read().seek_data_hole(off, data)
     }
 
     fn allocate(&self, _ctx: &Ctx<'_>, mode: FallocFlags, off: u64, len: u64) -> Result<()> {
-        let fs = self.inode.fs()?;
+        let fs = self.fs()?;
         let keep = mode.contains(FallocFlags::FALLOC_FL_KEEP_SIZE);
         if !(mode - FallocFlags::FALLOC_FL_KEEP_SIZE - FallocFlags::FALLOC_FL_PUNCH_HOLE).is_empty()
         {
             return Err(Errno::EOPNOTSUPP);
         }
-        let mut d = self.data()?.write();
+        let mut d = self.file_data()?.write();
         if mode.contains(FallocFlags::FALLOC_FL_PUNCH_HOLE) {
             if !keep {
                 return Err(Errno::EOPNOTSUPP);
@@ -265,9 +261,9 @@ impl FileOps for RegularFile {
             d.allocate(&fs, off, len, keep)?;
         }
         drop(d);
-        self.inode.mgt.set_ctime_current(&fs.mg);
+        self.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
-        let mut m = self.inode.meta.write();
+        let mut m = self.meta.write();
         m.mtime = (now).into();
         m.ctime = (now).into();
         Ok(())

@@ -827,13 +827,13 @@ impl Inode for TmpInode {
         }
     }
 
-    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         if let Data::Regular(_) = &self.data {
-            return Ok(Box::new(file::RegularFile { inode: self }));
+            return Ok(self);
         }
         match &self.data {
-            Data::Fifo(p) => Ok(Box::new(pipe::PipeEnd::open(p.clone(), flags)?)),
-            _ if self.ftype() == FileType::Directory => Ok(Box::new(DirFile)),
+            Data::Fifo(p) => Ok(Arc::new(pipe::PipeEnd::open(p.clone(), flags)?)),
+            _ if self.ftype() == FileType::Directory => Ok(Arc::new(DirFile)),
             _ => Err(Errno::ENXIO),
         }
     }

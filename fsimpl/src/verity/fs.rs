@@ -987,12 +987,12 @@ impl Inode for VerityInode {
         }
     }
 
-    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Box<dyn FileOps>> {
+    fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         if flags.writable() || flags.contains(OpenFlags::O_TRUNC) {
             return Err(Errno::EROFS);
         }
         match self.ftype {
-            FileType::Directory => Ok(Box::new(VerityDir { inode: self })),
+            FileType::Directory => Ok(Arc::new(VerityDir { inode: self })),
             FileType::Regular => {
                 self.check_meta()?;
                 if let Some((s, i)) = self.entry()? {
@@ -1000,7 +1000,7 @@ impl Inode for VerityInode {
                     // a verity file's descriptor (and signature) there.
                     self.verifier(&s, i)?;
                 }
-                Ok(Box::new(VerityFile { inode: self }))
+                Ok(Arc::new(VerityFile { inode: self }))
             }
             // FIFOs, sockets and devices are listed and checked but not
             // opened through the layer.
