@@ -476,22 +476,20 @@ impl TmpInode {
         self.fs.upgrade().map(|f| f.now()).unwrap_or_default()
     }
 
-    /// Marks a change of this directory's entries (mtime, ctime, size, link count).
-    fn dir_changed(&self, entries: i32, links: i32) {
-        self.changed(entries, links, None);
+    /// Marks a change of this directory's entries (mtime, ctime, size, link
+    /// count). The caller passes its filesystem reference: upgrading one is
+    /// two atomic writes, and every create and unlink has one already.
+    fn dir_changed(&self, fs: &TmpfsFs, entries: i32, links: i32) {
+        self.changed(fs, entries, links, None);
     }
 
     /// [`TmpInode::dir_changed`] whose multigrain ctime is `t`, another
     /// inode's new ctime (`shmem_link`, `shmem_unlink`).
-    fn dir_changed_as(&self, entries: i32, links: i32, t: u32) {
-        self.changed(entries, links, Some(t));
+    fn dir_changed_as(&self, fs: &TmpfsFs, entries: i32, links: i32, t: u32) {
+        self.changed(fs, entries, links, Some(t));
     }
 
-    fn changed(&self, entries: i32, links: i32, t: Option<u32>) {
-        // One upgrade of the filesystem reference for the whole update.
-        let Some(fs) = self.fs.upgrade() else {
-            return;
-        };
+    fn changed(&self, fs: &TmpfsFs, entries: i32, links: i32, t: Option<u32>) {
         match t {
             Some(t) => self.mgt.set_ctime_to(t),
             None => {
@@ -700,6 +698,7 @@ impl Inode for TmpInode {
         let fs = self.fs()?;
         let inode = TmpInode::new(&fs, new)?;
         self.dir_changed(
+            &fs,
             1,
             if new.ftype == FileType::Directory {
                 1
@@ -745,20 +744,22 @@ impl Inode for TmpInode {
             m.ctime = Stamp::from(fs.now());
         }
         // `shmem_link`: the directory takes the inode's new ctime.
-        self.dir_changed_as(1, 0, t.mgt.set_ctime_current(&fs.mg));
+        self.dir_changed_as(&fs, 1, 0, t.mgt.set_ctime_current(&fs.mg));
         Ok(())
     }
 
     fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
         // `shmem_unlink`: the directory takes the inode's new ctime.
-        self.dir_changed_as(-1, 0, c.drop_link(&*self.fs()?));
+        let fs = self.fs()?;
+        self.dir_changed_as(&fs, -1, 0, c.drop_link(&fs));
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        self.dir_changed_as(-1, -1, c.clear_links(&*self.fs()?));
+        let fs = self.fs()?;
+        self.dir_changed_as(&fs, -1, -1, c.clear_links(&fs));
         Ok(())
     }
 
@@ -774,6 +775,7 @@ impl Inode for TmpInode {
     ) -> Result<()> {
         let c = Self::downcast(child)?;
         let nd = Self::downcast(new_dir)?;
+        let fs = self.fs()?;
         let same = std::ptr::eq(self, nd);
         let c_dir = c.ftype() == FileType::Directory;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
@@ -781,12 +783,12 @@ impl Inode for TmpInode {
             let r_dir = r.ftype() == FileType::Directory;
             if !same && c_dir != r_dir {
                 let d = if c_dir { 1 } else { -1 };
-                self.dir_changed(0, -d);
-                nd.dir_changed(0, d);
+                self.dir_changed(&fs, 0, -d);
+                nd.dir_changed(&fs, 0, d);
             } else {
-                self.dir_changed(0, 0);
+                self.dir_changed(&fs, 0, 0);
                 if !same {
-                    nd.dir_changed(0, 0);
+                    nd.dir_changed(&fs, 0, 0);
                 }
             }
             c.touch_ctime(0);
@@ -796,16 +798,16 @@ impl Inode for TmpInode {
         let replaced = replaced.map(Self::downcast).transpose()?;
         if let Some(r) = replaced {
             if r.ftype() == FileType::Directory {
-                nd.dir_changed_as(-1, -1, r.clear_links(&*self.fs()?));
+                nd.dir_changed_as(&fs, -1, -1, r.clear_links(&fs));
             } else {
-                nd.dir_changed_as(-1, 0, r.drop_link(&*self.fs()?));
+                nd.dir_changed_as(&fs, -1, 0, r.drop_link(&fs));
             }
         }
         // `simple_rename_timestamp`: both directories, the moved inode, then
         // the replaced one.
         let links = if c_dir { 1 } else { 0 };
-        self.dir_changed(-1, -links);
-        nd.dir_changed(1, links);
+        self.dir_changed(&fs, -1, -links);
+        nd.dir_changed(&fs, 1, links);
         c.touch_ctime(0);
         if let Some(r) = replaced {
             r.mg_changed();
