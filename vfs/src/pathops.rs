@@ -34,17 +34,21 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 pub const XATTR_NAME_MAX: usize = 255;
 
 /// Ends a mount write when dropped.
-struct WriteGuard<'a>(&'a VirtualDentry);
+struct WriteGuard<'a>(&'a Mount);
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.0.mount.end_write();
+        self.0.end_write();
     }
 }
 
 fn begin_write(vd: &VirtualDentry) -> Result<WriteGuard<'_>> {
-    vd.mount.begin_write()?;
-    Ok(WriteGuard(vd))
+    begin_write_on(&vd.mount)
+}
+
+fn begin_write_on(mount: &Mount) -> Result<WriteGuard<'_>> {
+    mount.begin_write()?;
+    Ok(WriteGuard(mount))
 }
 
 /// The child `name` of `dir`, asking the filesystem if needed; the caller
@@ -580,11 +584,12 @@ impl Vfs {
             Last::Root if is_dir => return Err(Errno::EBUSY),
             _ => return Err(Errno::EISDIR),
         };
-        let parent = w.cur.into_vd();
-        let _w = begin_write(&parent)?;
-        let dir = parent.dentry.dir()?;
+        // The parent is read where the walk stands (no references taken).
+        let (mount, parent) = (&w.cur.mount, &w.cur.dentry);
+        let _w = begin_write_on(mount)?;
+        let dir = parent.dir()?;
         let _op = dir.op.lock();
-        let child = child_locked(ctx.cred, &parent.dentry, &name)?.ok_or(Errno::ENOENT)?;
+        let child = child_locked(ctx.cred, parent, &name)?.ok_or(Errno::ENOENT)?;
         if !is_dir && trailing {
             return Err(if child.is_dir() {
                 Errno::EISDIR
@@ -592,7 +597,7 @@ impl Vfs {
                 Errno::ENOTDIR
             });
         }
-        may_delete(ctx.cred, &parent.dentry, &child, is_dir)?;
+        may_delete(ctx.cred, parent, &child, is_dir)?;
         let c = Ctx { cred: ctx.cred };
         if is_dir {
             // Hold the victim's own lock so nothing is created in it meanwhile.
@@ -602,15 +607,13 @@ impl Vfs {
                 if !is_empty_dir(ctx.cred, &child)? {
                     return Err(Errno::ENOTEMPTY);
                 }
-                parent.dentry.inode().rmdir(&c, &name, child.inode())
+                parent.inode().rmdir(&c, &name, child.inode())
             })?;
         } else {
             claim_victim(&child)?;
-            remove_claimed(&child, || {
-                parent.dentry.inode().unlink(&c, &name, child.inode())
-            })?;
+            remove_claimed(&child, || parent.inode().unlink(&c, &name, child.inode()))?;
         }
-        parent.dentry.remove_child(&name);
+        parent.remove_child(&name);
         Ok(())
     }
 
@@ -1037,8 +1040,10 @@ impl Vfs {
             FileType::Regular => {}
             _ => return Err(Errno::EINVAL),
         }
+        // `vfs_truncate`: permission (a read-only superblock answers
+        // `EROFS` there) before write access to the mount.
+        inode_permission(ctx.cred, &vd, May::WRITE)?;
         let _w = begin_write(&vd)?;
-        perm::check(ctx.cred, vd.dentry.inode().owner(), May::WRITE)?;
         self.truncate_vd(ctx.cred, &vd, len as u64)
     }
 
@@ -1232,8 +1237,10 @@ impl Vfs {
         vd: &VirtualDentry,
         name: &[u8],
     ) -> Result<()> {
-        Self::acl_target(vd, name)?;
+        // `removexattr` takes write access to the mount first (`EROFS`),
+        // then refuses an ACL of a link whoever asks.
         let _w = begin_write(vd)?;
+        Self::acl_target(vd, name)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         Self::xattr_suffix(name)?;
         vd.dentry.inode().removexattr(name)
@@ -1363,34 +1370,34 @@ impl Vfs {
             if w.must_be_dir {
                 return Err(Errno::EISDIR);
             }
-            let parent = w.cur.to_vd();
-            let dir = parent.dentry.dir()?;
+            // The parent is read where the walk stands (no references taken).
+            let (mount, parent) = (&w.cur.mount, &w.cur.dentry);
+            let dir = parent.dir()?;
             let op = dir.op.lock();
-            match child_locked(ctx.cred, &parent.dentry, &name)? {
+            let found = match child_locked(ctx.cred, parent, &name)? {
                 Some(c) => {
                     drop(op);
-                    let mut child = VirtualDentry::new(parent.mount.clone(), c);
-                    w.follow_mounts(&mut child)?;
-                    if child.dentry.file_type() == FileType::Symlink && follow {
-                        w.follow_link(&child.mount, &child.dentry)?;
-                        continue;
-                    }
-                    break child;
+                    VirtualDentry::new(Arc::clone(mount), c)
                 }
                 None => {
-                    let _wr = begin_write(&parent)?;
-                    may_create(ctx.cred, &parent.dentry)?;
-                    let node = new_file_node(ctx, &parent.dentry, mode);
-                    let inode =
-                        parent
-                            .dentry
-                            .inode()
-                            .create(&Ctx { cred: ctx.cred }, &name, &node)?;
-                    let d = parent.dentry.insert_child(&name, inode)?;
+                    let _wr = begin_write_on(mount)?;
+                    may_create(ctx.cred, parent)?;
+                    let node = new_file_node(ctx, parent, mode);
+                    let inode = parent
+                        .inode()
+                        .create(&Ctx { cred: ctx.cred }, &name, &node)?;
+                    let d = parent.insert_child(&name, inode)?;
                     created = true;
-                    break VirtualDentry::new(parent.mount.clone(), d);
+                    break VirtualDentry::new(Arc::clone(mount), d);
                 }
+            };
+            let mut child = found;
+            w.follow_mounts(&mut child)?;
+            if child.dentry.file_type() == FileType::Symlink && follow {
+                w.follow_link(&child.mount, &child.dentry)?;
+                continue;
             }
+            break child;
         };
         if flags.contains(OpenFlags::O_CREAT) {
             if flags.contains(OpenFlags::O_EXCL) && !created {
