@@ -54,13 +54,14 @@ fn begin_write_on(mount: &Mount) -> Result<WriteGuard<'_>> {
 /// The child `name` of `dir`, asking the filesystem if needed; the caller
 /// holds the directory's `op` lock.
 fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Option<Arc<Dentry>>> {
-    if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
-    }
     // A removed directory holds nothing and can get nothing (`IS_DEADDIR`
-    // in `lookup_one_qstr_excl`), before any existence check.
+    // in `lookup_one_qstr_excl`), before any existence check and before
+    // the filesystem's lookup would find the name too long.
     if dir.is_dead() {
         return Err(Errno::ENOENT);
+    }
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
     }
     let coherence = dir.inode().coherence();
     if let Some(c) = dir.cached_child(name) {
