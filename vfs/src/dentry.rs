@@ -362,16 +362,19 @@ impl Children {
         }
         let pos = self.next_pos;
         self.next_pos += 1;
-        let offset = offset.unwrap_or_else(|| {
-            let o = self.next_offset;
-            self.next_offset = if o >= LAST_OFFSET {
-                FIRST_OFFSET
-            } else {
-                o + 1
-            };
-            o
-        });
+        let offset = offset.unwrap_or_else(|| self.new_offset());
         Slot { pos, offset }
+    }
+
+    /// The next directory offset.
+    fn new_offset(&mut self) -> u32 {
+        let o = self.next_offset;
+        self.next_offset = if o >= LAST_OFFSET {
+            FIRST_OFFSET
+        } else {
+            o + 1
+        };
+        o
     }
 
     /// Packs the list positions: after four billion insertions, or when
@@ -734,12 +737,14 @@ pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8], offset: O
     attach_name(dir, child, name.into(), offset);
 }
 
-/// Reserves a place for an entry made later that Linux makes first (the
-/// whiteout of a rename).
+/// Reserves a list place for an entry made later that Linux lists before
+/// the moved one (the whiteout of a rename); its offset comes when it is
+/// filled, after the moved entry's.
 pub(crate) fn reserve_slot(dir: &DirState) -> Slot {
     let mut ch = dir.children.write();
     ch.reserved += 1;
-    ch.new_slot(None)
+    // The offset is given when the slot is filled (see `attach_slot`).
+    ch.new_slot(Some(0))
 }
 
 /// Gives back a slot from [`reserve_slot`] that will not be filled.
@@ -758,6 +763,12 @@ fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option
 fn attach_slot(dir: &DirState, child: &Arc<Dentry>, shared: Name, slot: Slot) {
     let mut ch = dir.children.write();
     ch.reserved = ch.reserved.saturating_sub(1);
+    // The list place was kept; the offset is taken now, after the moved
+    // entry's (Linux 6.18's shmem_rename2 renames, then makes the whiteout).
+    let slot = Slot {
+        offset: ch.new_offset(),
+        ..slot
+    };
     place(&mut ch, child, shared, slot);
 }
 
