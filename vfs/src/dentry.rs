@@ -309,7 +309,7 @@ impl Order {
     }
 
     /// The entries with their positions, oldest first.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (u32, &Arc<Dentry>)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Arc<Dentry>)> {
         let base = self.base;
         self.slots
             .iter()
@@ -338,10 +338,14 @@ impl Order {
 
 /// A place in a directory: list position and offset.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot {
+struct Slot {
     pos: u32,
     offset: u32,
 }
+
+/// A list position kept for an entry made later (see [`reserve_slot`]).
+#[derive(Debug)]
+pub(crate) struct ReservedPos(u32);
 
 /// The first offset handed out: 0, 1 and 2 are `.`, `..` and "the first
 /// entry" (`DIR_OFFSET_FIRST`).
@@ -352,6 +356,13 @@ const LAST_OFFSET: u32 = i32::MAX as u32 - 1;
 impl Children {
     /// A new slot at the head of the list, with the given offset or the next one.
     fn new_slot(&mut self, offset: Option<u32>) -> Slot {
+        let pos = self.new_pos();
+        let offset = offset.unwrap_or_else(|| self.new_offset());
+        Slot { pos, offset }
+    }
+
+    /// A new position at the head of the list.
+    fn new_pos(&mut self) -> u32 {
         // The positions after the newest entry left are free again (unless
         // a reserved slot holds one): reusing them keeps the list dense.
         if self.reserved == 0 {
@@ -362,8 +373,7 @@ impl Children {
         }
         let pos = self.next_pos;
         self.next_pos += 1;
-        let offset = offset.unwrap_or_else(|| self.new_offset());
-        Slot { pos, offset }
+        pos
     }
 
     /// The next directory offset.
@@ -590,16 +600,16 @@ impl Dentry {
         Ok(child)
     }
 
-    /// [`Dentry::insert_child`] into a slot reserved earlier.
+    /// [`Dentry::insert_child`] at a list position reserved earlier.
     pub(crate) fn insert_child_at(
         self: &Arc<Self>,
         name: &[u8],
         inode: Arc<dyn Inode>,
-        slot: Slot,
+        pos: ReservedPos,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
         let child = Dentry::new(inode, Some(self.clone()), Name::default());
-        attach_slot(dir, &child, Name::new(name), slot);
+        attach_reserved(dir, &child, Name::new(name), pos);
         Ok(child)
     }
 
@@ -740,11 +750,10 @@ pub(crate) fn attach(dir: &DirState, child: &Arc<Dentry>, name: &[u8], offset: O
 /// Reserves a list place for an entry made later that Linux lists before
 /// the moved one (the whiteout of a rename); its offset comes when it is
 /// filled, after the moved entry's.
-pub(crate) fn reserve_slot(dir: &DirState) -> Slot {
+pub(crate) fn reserve_slot(dir: &DirState) -> ReservedPos {
     let mut ch = dir.children.write();
     ch.reserved += 1;
-    // The offset is given when the slot is filled (see `attach_slot`).
-    ch.new_slot(Some(0))
+    ReservedPos(ch.new_pos())
 }
 
 /// Gives back a slot from [`reserve_slot`] that will not be filled.
@@ -760,14 +769,14 @@ fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option
     place(&mut ch, child, shared, slot);
 }
 
-fn attach_slot(dir: &DirState, child: &Arc<Dentry>, shared: Name, slot: Slot) {
+fn attach_reserved(dir: &DirState, child: &Arc<Dentry>, shared: Name, pos: ReservedPos) {
     let mut ch = dir.children.write();
     ch.reserved = ch.reserved.saturating_sub(1);
     // The list place was kept; the offset is taken now, after the moved
     // entry's (Linux 6.18's shmem_rename2 renames, then makes the whiteout).
     let slot = Slot {
+        pos: pos.0,
         offset: ch.new_offset(),
-        ..slot
     };
     place(&mut ch, child, shared, slot);
 }

@@ -752,7 +752,7 @@ impl Vfs {
         // replaces it, an exchange keeps the offsets where the names are, and
         // a moved entry goes to the head of its directory's list (the
         // exchanged one first). A whiteout is made, and placed, first.
-        let whiteout_slot = flags
+        let whiteout_pos = flags
             .contains(RenameFlags::RENAME_WHITEOUT)
             .then(|| old_dir.dentry.dir().map(crate::dentry::reserve_slot))
             .transpose()?;
@@ -783,14 +783,14 @@ impl Vfs {
             let inode = match old_dir.dentry.inode().create(&c, &oname, &node) {
                 Ok(inode) => inode,
                 Err(e) => {
-                    if whiteout_slot.is_some() {
+                    if whiteout_pos.is_some() {
                         crate::dentry::release_slot(old_dir.dentry.dir()?);
                     }
                     return Err(e);
                 }
             };
-            match whiteout_slot {
-                Some(slot) => old_dir.dentry.insert_child_at(&oname, inode, slot)?,
+            match whiteout_pos {
+                Some(pos) => old_dir.dentry.insert_child_at(&oname, inode, pos)?,
                 None => old_dir.dentry.insert_child(&oname, inode)?,
             };
         }
@@ -1375,7 +1375,7 @@ impl Vfs {
             let (mount, parent) = (&w.cur.mount, &w.cur.dentry);
             let dir = parent.dir()?;
             let op = dir.op.lock();
-            let found = match child_locked(ctx.cred, parent, &name)? {
+            let mut child = match child_locked(ctx.cred, parent, &name)? {
                 Some(c) => {
                     drop(op);
                     VirtualDentry::new(Arc::clone(mount), c)
@@ -1392,7 +1392,6 @@ impl Vfs {
                     break VirtualDentry::new(Arc::clone(mount), d);
                 }
             };
-            let mut child = found;
             w.follow_mounts(&mut child)?;
             if child.dentry.file_type() == FileType::Symlink && follow {
                 w.follow_link(&child.mount, &child.dentry)?;
