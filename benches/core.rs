@@ -1596,6 +1596,12 @@ fn main() {
         lx_big,
         rv: rustvfs_setup(),
     };
+    // `TESSERA_BENCH_THREADS=1`: only the thread figures (they take seconds,
+    // the whole run minutes).
+    if std::env::var_os("TESSERA_BENCH_THREADS").is_some() {
+        bench_threads(&x);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_walks(&mut c, &x);
     bench_changes(&mut c, &x);

@@ -1056,3 +1056,131 @@ fn targeted_getdents_vs_rename_in_same_dir() {
     let n = DUPLICATES.load(Ordering::Relaxed);
     assert_eq!(n, 0, "{n} getdents calls listed a name twice");
 }
+
+/// The walk's lookup cache racing with removals: a thread that removes or
+/// renames a name and then looks it up must see the change, however often
+/// another thread walks through that name meanwhile (a cache entry put in
+/// after its name was removed would still answer).
+#[test]
+fn targeted_walk_cache_vs_unlink_and_rename() {
+    static STALE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let p = Arc::new(new_process());
+    p.mkdirat(AT_FDCWD, b"/t", 0o755).unwrap();
+    p.mkdirat(AT_FDCWD, b"/t/d", 0o755).unwrap();
+    race(
+        &p,
+        |p, i| {
+            if i % 2 == 0 {
+                let fd = p
+                    .openat(
+                        AT_FDCWD,
+                        b"/t/d/f",
+                        OpenFlags::O_CREAT | OpenFlags::O_WRONLY,
+                        0o644,
+                    )
+                    .unwrap();
+                p.close(fd).unwrap();
+                let ino = p.stat(b"/t/d/f").unwrap().ino;
+                p.renameat2(
+                    AT_FDCWD,
+                    b"/t/d/f",
+                    AT_FDCWD,
+                    b"/t/d/g",
+                    RenameFlags::empty(),
+                )
+                .unwrap();
+                if p.stat(b"/t/d/f") != Err(Errno::ENOENT)
+                    || p.stat(b"/t/d/g").map(|s| s.ino) != Ok(ino)
+                {
+                    STALE.fetch_add(1, Ordering::Relaxed);
+                }
+                p.unlinkat(AT_FDCWD, b"/t/d/g", AtFlags::empty()).unwrap();
+                if p.stat(b"/t/d/g") != Err(Errno::ENOENT) {
+                    STALE.fetch_add(1, Ordering::Relaxed);
+                }
+            } else {
+                // A directory replaced by a rename over it, then removed.
+                p.mkdirat(AT_FDCWD, b"/t/d/x", 0o755).unwrap();
+                p.mkdirat(AT_FDCWD, b"/t/d/y", 0o755).unwrap();
+                let ino = p.stat(b"/t/d/x").unwrap().ino;
+                p.renameat2(
+                    AT_FDCWD,
+                    b"/t/d/x",
+                    AT_FDCWD,
+                    b"/t/d/y",
+                    RenameFlags::empty(),
+                )
+                .unwrap();
+                if p.stat(b"/t/d/y/.").map(|s| s.ino) != Ok(ino) {
+                    STALE.fetch_add(1, Ordering::Relaxed);
+                }
+                p.unlinkat(AT_FDCWD, b"/t/d/y", AtFlags::AT_REMOVEDIR)
+                    .unwrap();
+                if p.stat(b"/t/d/y/.") != Err(Errno::ENOENT) {
+                    STALE.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        },
+        |p, i| {
+            let name: &[u8] = match i % 4 {
+                0 => b"/t/d/f",
+                1 => b"/t/d/g",
+                2 => b"/t/d/x/.",
+                _ => b"/t/d/y/.",
+            };
+            let _ = p.stat(name);
+        },
+    );
+    let n = STALE.load(Ordering::Relaxed);
+    assert_eq!(
+        n, 0,
+        "{n} lookups after a removal or rename saw the old name"
+    );
+}
+
+/// A name the walk cached is let go with its removal: the inode of an
+/// unlinked file, a directory removed or renamed over, is free again as
+/// soon as the call returns (tmpfs counts it in `statfs`).
+#[test]
+fn targeted_walked_names_are_released_at_once() {
+    let p = new_process();
+    p.mkdirat(AT_FDCWD, b"/a", 0o755).unwrap();
+    p.mkdirat(AT_FDCWD, b"/a/b", 0o755).unwrap();
+    let base = used_inodes(&p, b"/");
+    let fd = p
+        .openat(
+            AT_FDCWD,
+            b"/a/b/f",
+            OpenFlags::O_CREAT | OpenFlags::O_WRONLY,
+            0o644,
+        )
+        .unwrap();
+    p.close(fd).unwrap();
+    p.mkdirat(AT_FDCWD, b"/a/b/c", 0o755).unwrap();
+    p.mkdirat(AT_FDCWD, b"/a/b/e", 0o755).unwrap();
+    for _ in 0..3 {
+        for path in [&b"/a/b/f"[..], b"/a/b/c/.", b"/a/b/e/."] {
+            p.stat(path).unwrap();
+        }
+    }
+    assert_eq!(used_inodes(&p, b"/"), base + 3);
+    p.unlinkat(AT_FDCWD, b"/a/b/f", AtFlags::empty()).unwrap();
+    assert_eq!(used_inodes(&p, b"/"), base + 2, "unlink kept the inode");
+    p.renameat2(
+        AT_FDCWD,
+        b"/a/b/e",
+        AT_FDCWD,
+        b"/a/b/c",
+        RenameFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        used_inodes(&p, b"/"),
+        base + 1,
+        "the directory renamed over was kept"
+    );
+    p.stat(b"/a/b/c/.").unwrap();
+    p.unlinkat(AT_FDCWD, b"/a/b/c", AtFlags::AT_REMOVEDIR)
+        .unwrap();
+    assert_eq!(used_inodes(&p, b"/"), base, "rmdir kept the inode");
+}

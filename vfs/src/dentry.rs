@@ -20,6 +20,10 @@
 //! change. `children` and `link` are held only for a map operation and never
 //! across a call out. Order: `Filesystem::rename_lock` → `op` of the two
 //! directories (by address) → `children` → `link`.
+//!
+//! The walk's lookup cache (`dcache`) takes no lock: its entries
+//! are put in under `children` held for reading and taken out under it held
+//! for writing, which is what keeps them exact.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -29,6 +33,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::abi::*;
+use crate::dcache;
 use crate::fstype::FsTypeOptions;
 use crate::inode::{Coherence, FilesystemOps, Inode};
 
@@ -151,7 +156,7 @@ impl Hasher for NameHasher {
 /// the table picks its bucket from the low bits and a multiply leaves them
 /// blind to the upper bytes of a word.
 #[inline]
-fn name_hash(name: &[u8]) -> u64 {
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = (name.len() as u64).wrapping_mul(K);
     let mut chunks = name.chunks_exact(8);
@@ -174,7 +179,7 @@ fn name_hash(name: &[u8]) -> u64 {
 /// Whether two names are equal, compared inline: names are short, and a
 /// call to `memcmp` costs more than the comparison.
 #[inline]
-fn names_equal(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn names_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
@@ -414,6 +419,8 @@ impl Children {
 pub(crate) enum CachedLookup {
     /// The child.
     Hit(Arc<Dentry>),
+    /// The child, lent by the lookup cache.
+    Lent(dcache::Lent),
     /// No such name (`ENOENT`).
     Absent,
     /// The cache cannot tell: look the name up in full.
@@ -422,10 +429,32 @@ pub(crate) enum CachedLookup {
 
 /// Per-directory state.
 pub(crate) struct DirState {
+    /// Names the directory in the lookup cache ([`dcache`]): unique for the
+    /// life of the process, unlike an address.
+    pub(crate) id: u64,
     pub(crate) op: Mutex<()>,
     /// The inode's `coherence()`, asked once: every walk step needs it.
     pub(crate) coherence: Coherence,
     pub(crate) children: RwLock<Children>,
+}
+
+impl DirState {
+    /// The lookup cache missed `name` (hashed as [`name_hash`]) in this live
+    /// authoritative directory: the map answers, and a hit goes into the
+    /// cache while the map's lock still vouches for it.
+    #[inline(never)]
+    fn map_lookup(&self, hash: u64, name: &[u8]) -> CachedLookup {
+        let ch = self.children.read();
+        if let Some((n, c)) = ch.by_name.get_key_value(&NameQuery(name)) {
+            dcache::install(self.id, hash, n, c);
+            return CachedLookup::Hit(c.clone());
+        }
+        if name.len() <= NAME_MAX {
+            CachedLookup::Absent
+        } else {
+            CachedLookup::Ask
+        }
+    }
 }
 
 /// A named reference to an inode within one filesystem instance.
@@ -439,6 +468,9 @@ pub struct Dentry {
     pub(crate) mounts: AtomicU32,
     state: AtomicU8,
 }
+
+/// The next directory id (0 is no directory's: see [`dcache`]).
+static NEXT_DIR_ID: AtomicU64 = AtomicU64::new(1);
 
 const DEAD: u8 = 1;
 /// An `O_TMPFILE` file opened without `O_EXCL`: it may get a name with `linkat`.
@@ -456,6 +488,7 @@ impl Dentry {
         let ftype = inode.file_type();
         let dir = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
+                id: NEXT_DIR_ID.fetch_add(1, Ordering::Relaxed),
                 op: Mutex::new(()),
                 coherence: inode.coherence(),
                 children: RwLock::new(Children {
@@ -552,16 +585,30 @@ impl Dentry {
         self.dir.as_deref().ok_or(Errno::ENOTDIR)
     }
 
-    /// What the cache alone says of `name`: the walk's common step, one
-    /// read lock and one hash probe. A live directory whose filesystem needs
-    /// no revalidation answers from the cache; an authoritative one also
-    /// answers a miss (a name too long for any entry is left to the full
-    /// lookup, which names the error).
-    #[inline]
+    /// What the cache alone says of `name`: the walk's common step. In an
+    /// authoritative directory the lookup cache answers first, writing
+    /// nothing shared; else one read lock and one hash probe. A live
+    /// directory whose filesystem needs no revalidation answers from the
+    /// cache; an authoritative one also answers a miss (a name too long for
+    /// any entry is left to the full lookup, which names the error).
+    #[inline(always)]
     pub(crate) fn cached_lookup(&self, name: &[u8]) -> CachedLookup {
         let Some(ds) = self.dir.as_deref() else {
             return CachedLookup::Ask;
         };
+        if ds.coherence == Coherence::Authoritative && !self.is_dead() {
+            let hash = name_hash(name);
+            if let Some(e) = dcache::find(ds.id, hash, name) {
+                return CachedLookup::Lent(e);
+            }
+            return ds.map_lookup(hash, name);
+        }
+        self.cached_lookup_slow(ds, name)
+    }
+
+    /// [`Dentry::cached_lookup`] in a directory that is not authoritative or is dead.
+    #[inline(never)]
+    fn cached_lookup_slow(&self, ds: &DirState, name: &[u8]) -> CachedLookup {
         if ds.coherence == Coherence::Revalidate || self.is_dead() {
             return CachedLookup::Ask;
         }
@@ -618,6 +665,7 @@ impl Dentry {
         let dir = self.dir.as_ref()?;
         let mut ch = dir.children.write();
         let d = ch.by_name.remove(&NameQuery(name))?;
+        dcache::evict(dir.id, name_hash(name), name);
         let pos = d.link.read().pos;
         ch.unlist(pos);
         Some(d)
@@ -690,6 +738,7 @@ impl Dentry {
             .collect();
         for n in &victims {
             if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
+                dcache::evict(dir.id, name_hash(n), n);
                 let pos = d.link.read().pos;
                 ch.unlist(pos);
             }
@@ -766,7 +815,7 @@ pub(crate) fn release_slot(dir: &DirState) {
 fn attach_name(dir: &DirState, child: &Arc<Dentry>, shared: Name, offset: Option<u32>) {
     let mut ch = dir.children.write();
     let slot = ch.new_slot(offset);
-    place(&mut ch, child, shared, slot);
+    place(dir, &mut ch, child, shared, slot);
 }
 
 fn attach_reserved(dir: &DirState, child: &Arc<Dentry>, shared: Name, pos: ReservedPos) {
@@ -778,10 +827,10 @@ fn attach_reserved(dir: &DirState, child: &Arc<Dentry>, shared: Name, pos: Reser
         pos: pos.0,
         offset: ch.new_offset(),
     };
-    place(&mut ch, child, shared, slot);
+    place(dir, &mut ch, child, shared, slot);
 }
 
-fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
+fn place(dir: &DirState, ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
     {
         let mut l = child.link.write();
         l.pos = slot.pos;
@@ -789,7 +838,10 @@ fn place(ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
         l.name = shared.clone();
     }
     ch.order.insert(slot.pos, child.clone());
-    ch.by_name.insert(shared, child.clone());
+    if ch.by_name.insert(shared, child.clone()).is_some() {
+        let name = &child.link.read().name;
+        dcache::evict(dir.id, name_hash(name), name);
+    }
 }
 
 static NEXT_FS_ID: AtomicU64 = AtomicU64::new(1);
@@ -881,7 +933,11 @@ impl Drop for Filesystem {
         let mut stack = vec![self.root.clone()];
         while let Some(d) = stack.pop() {
             if let Some(dir) = d.dir.as_ref() {
-                let ch = std::mem::take(&mut *dir.children.write());
+                let mut ch = dir.children.write();
+                let ch = std::mem::take(&mut *ch);
+                for name in ch.by_name.keys() {
+                    dcache::evict(dir.id, name_hash(name), name);
+                }
                 stack.extend(ch.by_name.into_values());
             }
         }

@@ -45,6 +45,7 @@
 pub mod abi;
 pub mod acl;
 pub mod cred;
+mod dcache;
 pub mod dentry;
 pub mod device;
 pub mod file;

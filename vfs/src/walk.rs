@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::abi::*;
 use crate::cred::Credentials;
+use crate::dcache;
 use crate::dentry::{CachedLookup, Dentry};
 use crate::inode::{Coherence, Ctx};
 use crate::mount::{MntFlags, Mount, VirtualDentry};
@@ -95,7 +96,66 @@ pub struct Place<'a> {
     /// The mount.
     pub mount: Cow<'a, Arc<Mount>>,
     /// The dentry within the mount's filesystem.
-    pub dentry: Cow<'a, Arc<Dentry>>,
+    pub dentry: DentryRef<'a>,
+}
+
+/// A dentry a walk stands on: borrowed from the caller, owned, or lent by
+/// the lookup cache (see `dcache`), so a step that hits the cache takes no
+/// reference count.
+pub struct DentryRef<'a>(DRepr<'a>);
+
+enum DRepr<'a> {
+    Borrowed(&'a Arc<Dentry>),
+    Owned(Arc<Dentry>),
+    Lent(dcache::Lent),
+}
+
+impl<'a> DentryRef<'a> {
+    /// Borrows `d`.
+    #[inline]
+    pub fn borrowed(d: &'a Arc<Dentry>) -> DentryRef<'a> {
+        DentryRef(DRepr::Borrowed(d))
+    }
+
+    /// Owns `d`.
+    #[inline]
+    pub fn owned(d: Arc<Dentry>) -> DentryRef<'a> {
+        DentryRef(DRepr::Owned(d))
+    }
+
+    /// The dentry, owned (taking a reference only when it is not owned yet).
+    #[inline]
+    pub fn into_owned(self) -> Arc<Dentry> {
+        match self.0 {
+            DRepr::Borrowed(d) => Arc::clone(d),
+            DRepr::Owned(d) => d,
+            DRepr::Lent(e) => Arc::clone(e.child()),
+        }
+    }
+}
+
+impl std::ops::Deref for DentryRef<'_> {
+    type Target = Arc<Dentry>;
+
+    #[inline(always)]
+    fn deref(&self) -> &Arc<Dentry> {
+        match &self.0 {
+            DRepr::Borrowed(d) => d,
+            DRepr::Owned(d) => d,
+            DRepr::Lent(e) => e.child(),
+        }
+    }
+}
+
+impl Clone for DentryRef<'_> {
+    /// A borrowed dentry stays borrowed; a lent one is taken by reference
+    /// (the cache lends to one holder at a time).
+    fn clone(&self) -> Self {
+        match &self.0 {
+            DRepr::Borrowed(d) => DentryRef::borrowed(d),
+            _ => DentryRef::owned(Arc::clone(self)),
+        }
+    }
 }
 
 impl<'a> Place<'a> {
@@ -104,7 +164,7 @@ impl<'a> Place<'a> {
     pub fn borrowed(vd: &'a VirtualDentry) -> Place<'a> {
         Place {
             mount: Cow::Borrowed(&vd.mount),
-            dentry: Cow::Borrowed(&vd.dentry),
+            dentry: DentryRef::borrowed(&vd.dentry),
         }
     }
 
@@ -142,7 +202,7 @@ impl From<VirtualDentry> for Place<'_> {
     fn from(vd: VirtualDentry) -> Self {
         Place {
             mount: Cow::Owned(vd.mount),
-            dentry: Cow::Owned(vd.dentry),
+            dentry: DentryRef::owned(vd.dentry),
         }
     }
 }
@@ -449,7 +509,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         if dentry.is_mountpoint() {
             let mut p = Place {
                 mount: self.cur.mount.clone(),
-                dentry: Cow::Owned(dentry),
+                dentry,
             };
             cross_mounts(self.vfs, self.resolve, &mut p)?;
             if p.dentry.file_type() == FileType::Symlink {
@@ -462,10 +522,10 @@ impl<'a, 'p> Walker<'a, 'p> {
         } else if dentry.file_type() == FileType::Symlink {
             return Ok(Some(Place {
                 mount: self.cur.mount.clone(),
-                dentry: Cow::Owned(dentry),
+                dentry,
             }));
         } else {
-            self.cur.dentry = Cow::Owned(dentry);
+            self.cur.dentry = dentry;
         }
         Ok(None)
     }
@@ -473,17 +533,18 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// The child `name` of the current directory: from the cache when it
     /// can answer, else from the full lookup.
     #[inline(always)]
-    fn child(&self, name: &[u8]) -> Result<Arc<Dentry>> {
+    fn child(&self, name: &[u8]) -> Result<DentryRef<'a>> {
         match self.cur.dentry.cached_lookup(name) {
-            CachedLookup::Hit(d) => Ok(d),
+            CachedLookup::Lent(e) => Ok(DentryRef(DRepr::Lent(e))),
+            CachedLookup::Hit(d) => Ok(DentryRef::owned(d)),
             CachedLookup::Absent => Err(self.unlazy(Errno::ENOENT)),
-            CachedLookup::Ask => self.lookup_name(name),
+            CachedLookup::Ask => self.lookup_name(name).map(DentryRef::owned),
         }
     }
 
     /// Looks `name` up in the current directory and crosses any mount on it.
     pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
-        let dentry = self.child(name)?;
+        let dentry = self.child(name)?.into_owned();
         let mut vd = VirtualDentry {
             mount: Arc::clone(&self.cur.mount),
             dentry,
@@ -578,7 +639,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             }
         }
         if let Some(p) = self.cur.dentry.parent() {
-            self.cur.dentry = Cow::Owned(p);
+            self.cur.dentry = DentryRef::owned(p);
         }
         cross_mounts(self.vfs, self.resolve, &mut self.cur)
     }
@@ -680,7 +741,7 @@ fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<(
                 if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
                     return Err(unlazy(resolve, Errno::EXDEV));
                 }
-                p.dentry = Cow::Owned(m.root().clone());
+                p.dentry = DentryRef::owned(m.root().clone());
                 p.mount = Cow::Owned(m);
             }
             None => break,
