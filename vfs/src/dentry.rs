@@ -446,6 +446,7 @@ impl DirState {
     fn map_lookup(&self, hash: u64, name: &[u8]) -> CachedLookup {
         let ch = self.children.read();
         if let Some((n, c)) = ch.by_name.get_key_value(&NameQuery(name)) {
+            c.mark_cached();
             dcache::install(self.id, hash, n, c);
             return CachedLookup::Hit(c.clone());
         }
@@ -475,6 +476,11 @@ static NEXT_DIR_ID: AtomicU64 = AtomicU64::new(1);
 const DEAD: u8 = 1;
 /// An `O_TMPFILE` file opened without `O_EXCL`: it may get a name with `linkat`.
 const LINKABLE: u8 = 2;
+/// The walk's lookup cache was given this dentry (see `dcache`): its
+/// removal must look there. Most files are never walked through (a create
+/// and an unlink look their last name up in the map), and their removal
+/// then skips the cache.
+const CACHED: u8 = 4;
 
 /// The first position handed out in a directory: 0, 1 and 2 are `.`, `..` and the start.
 const FIRST_POS: u32 = 3;
@@ -485,6 +491,21 @@ impl Dentry {
         parent: Option<Arc<Dentry>>,
         name: Name,
     ) -> Arc<Dentry> {
+        Dentry::new_at(
+            inode,
+            Link {
+                parent,
+                name,
+                pos: 0,
+                offset: 0,
+            },
+        )
+    }
+
+    /// A new dentry already placed by `link`: a child made under its
+    /// directory's lock gets its place before it is shared, so its `link`
+    /// lock is not taken to set it.
+    fn new_at(inode: Arc<dyn Inode>, link: Link) -> Arc<Dentry> {
         let ftype = inode.file_type();
         let dir = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
@@ -501,12 +522,7 @@ impl Dentry {
         Arc::new(Dentry {
             inode,
             ftype,
-            link: RwLock::new(Link {
-                parent,
-                name,
-                pos: 0,
-                offset: 0,
-            }),
+            link: RwLock::new(link),
             dir,
             mounts: AtomicU32::new(0),
             state: AtomicU8::new(0),
@@ -552,6 +568,23 @@ impl Dentry {
     // total order one of the two always sees the other.
     pub(crate) fn set_dead(&self) {
         self.state.fetch_or(DEAD, Ordering::SeqCst);
+    }
+
+    /// Notes that the lookup cache holds (or held) this dentry; the caller
+    /// holds its parent's `children` lock, as its removal will.
+    fn mark_cached(&self) {
+        if self.state.load(Ordering::Relaxed) & CACHED == 0 {
+            self.state.fetch_or(CACHED, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the entry of this dentry, called `name` in `dir`, out of the
+    /// lookup cache, if it was ever put there. The caller holds the
+    /// directory's `children` lock for writing.
+    fn evict(&self, dir: &DirState, name: &[u8]) {
+        if self.state.load(Ordering::Relaxed) & CACHED != 0 {
+            dcache::evict(dir.id, name_hash(name), name);
+        }
     }
 
     pub(crate) fn clear_dead(&self) {
@@ -641,9 +674,19 @@ impl Dentry {
         inode: Arc<dyn Inode>,
     ) -> Result<Arc<Dentry>> {
         let dir = self.dir()?;
-        // `place` names the child: one copy of the name less.
-        let child = Dentry::new(inode, Some(self.clone()), Name::default());
-        attach_name(dir, &child, Name::new(name), None);
+        let name = Name::new(name);
+        let mut ch = dir.children.write();
+        let slot = ch.new_slot(None);
+        let child = Dentry::new_at(
+            inode,
+            Link {
+                parent: Some(self.clone()),
+                name: name.clone(),
+                pos: slot.pos,
+                offset: slot.offset,
+            },
+        );
+        enter(dir, &mut ch, &child, name, slot.pos);
         Ok(child)
     }
 
@@ -665,7 +708,7 @@ impl Dentry {
         let dir = self.dir.as_ref()?;
         let mut ch = dir.children.write();
         let d = ch.by_name.remove(&NameQuery(name))?;
-        dcache::evict(dir.id, name_hash(name), name);
+        d.evict(dir, name);
         let pos = d.link.read().pos;
         ch.unlist(pos);
         Some(d)
@@ -738,7 +781,7 @@ impl Dentry {
             .collect();
         for n in &victims {
             if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
-                dcache::evict(dir.id, name_hash(n), n);
+                d.evict(dir, n);
                 let pos = d.link.read().pos;
                 ch.unlist(pos);
             }
@@ -837,10 +880,15 @@ fn place(dir: &DirState, ch: &mut Children, child: &Arc<Dentry>, shared: Name, s
         l.offset = slot.offset;
         l.name = shared.clone();
     }
-    ch.order.insert(slot.pos, child.clone());
-    if ch.by_name.insert(shared, child.clone()).is_some() {
-        let name = &child.link.read().name;
-        dcache::evict(dir.id, name_hash(name), name);
+    enter(dir, ch, child, shared, slot.pos);
+}
+
+/// Enters `child`, already named `name` and placed at `pos`, in the list
+/// and the map of `dir`.
+fn enter(dir: &DirState, ch: &mut Children, child: &Arc<Dentry>, name: Name, pos: u32) {
+    ch.order.insert(pos, child.clone());
+    if let Some(old) = ch.by_name.insert(name, child.clone()) {
+        old.evict(dir, &child.link.read().name);
     }
 }
 
@@ -935,8 +983,8 @@ impl Drop for Filesystem {
             if let Some(dir) = d.dir.as_ref() {
                 let mut ch = dir.children.write();
                 let ch = std::mem::take(&mut *ch);
-                for name in ch.by_name.keys() {
-                    dcache::evict(dir.id, name_hash(name), name);
+                for (name, c) in &ch.by_name {
+                    c.evict(dir, name);
                 }
                 stack.extend(ch.by_name.into_values());
             }
