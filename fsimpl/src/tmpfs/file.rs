@@ -1,7 +1,9 @@
 //! Regular file data: sparse, page-aligned pages.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tessera_vfs::abi::*;
 use tessera_vfs::inode::{Ctx, FileOps};
 
@@ -20,12 +22,36 @@ impl Page {
     }
 }
 
-/// The contents of a regular file: pages by index (a missing page is a
-/// hole that reads as zeros) and the size.
-#[derive(Default)]
-pub(crate) struct FileData {
-    pub(crate) pages: BTreeMap<u64, Box<Page>>,
-    pub(crate) size: u64,
+/// The pages of a regular file by index: a missing page is a hole that
+/// reads as zeros.
+type Pages = BTreeMap<u64, Box<Page>>;
+
+/// A regular file: its pages under a lock, and its size and page count as
+/// atomics beside them, which `stat` reads without the lock (a read lock's
+/// acquire and release write the lock word, which threads stat-ing one file
+/// would pass between their cores). The atomics are the only record of the
+/// size and the count, and change only with the lock held for writing (see
+/// [`FileWrite`]), so under the lock they are exact.
+pub(crate) struct File {
+    pages: RwLock<Pages>,
+    size: AtomicU64,
+    /// The number of pages held: `pages.len()`.
+    held: AtomicU64,
+}
+
+/// The pages of a file for reading, with its size.
+pub(crate) struct FileRead<'a> {
+    pages: RwLockReadGuard<'a, Pages>,
+    size: u64,
+}
+
+/// The pages of a file for writing, with its size to change in place; the
+/// size and page count are published to the file's atomics when this goes,
+/// before the lock is released.
+pub(crate) struct FileWrite<'a> {
+    pages: RwLockWriteGuard<'a, Pages>,
+    size: u64,
+    file: &'a File,
 }
 
 /// The index of the page that ends at 2^63.
@@ -34,12 +60,62 @@ const LAST_PAGE: u64 = (1u64 << 63) / PAGE_SIZE as u64 - 1;
 /// The largest file size (`MAX_LFS_FILESIZE`).
 const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
-impl FileData {
-    /// The number of pages held (for accounting on drop).
-    pub(crate) fn pages_held(&self) -> u64 {
-        self.pages.len() as u64
+impl File {
+    /// An empty file.
+    pub(crate) fn new() -> File {
+        File {
+            pages: RwLock::new(Pages::new()),
+            size: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
     }
 
+    /// The size, read without the lock.
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// The 512-byte blocks of the pages held, read without the lock.
+    pub(crate) fn blocks(&self) -> u64 {
+        self.held.load(Ordering::Relaxed) * (PAGE_SIZE as u64 / 512)
+    }
+
+    /// The number of pages held (for accounting on drop).
+    pub(crate) fn pages_held(&mut self) -> u64 {
+        self.pages.get_mut().len() as u64
+    }
+
+    /// Takes the lock to read the pages.
+    pub(crate) fn read(&self) -> FileRead<'_> {
+        let pages = self.pages.read();
+        // Under the lock: the last writer stored it before releasing.
+        let size = self.size.load(Ordering::Relaxed);
+        FileRead { pages, size }
+    }
+
+    /// Takes the lock to change the pages or the size.
+    pub(crate) fn write(&self) -> FileWrite<'_> {
+        let pages = self.pages.write();
+        let size = self.size.load(Ordering::Relaxed);
+        FileWrite {
+            pages,
+            size,
+            file: self,
+        }
+    }
+}
+
+impl Drop for FileWrite<'_> {
+    fn drop(&mut self) {
+        // Runs before the fields are dropped: the lock is still held.
+        self.file.size.store(self.size, Ordering::Relaxed);
+        self.file
+            .held
+            .store(self.pages.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl FileRead<'_> {
     pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> usize {
         if off >= self.size {
             return 0;
@@ -60,6 +136,45 @@ impl FileData {
         (end - off) as usize
     }
 
+    pub(crate) fn seek_data_hole(&self, off: u64, data: bool) -> Result<u64> {
+        if off >= self.size {
+            return Err(Errno::ENXIO);
+        }
+        let mut idx = off / PAGE_SIZE as u64;
+        let last = (self.size - 1) / PAGE_SIZE as u64;
+        while idx <= last {
+            // Linux computes the end of the page holding the offset as a
+            // signed 64-bit value; for the very last page it wraps, and
+            // SEEK_DATA never sees that page's data.
+            let present = self.pages.contains_key(&idx) && !(data && idx == LAST_PAGE);
+            if present == data {
+                let at = (idx * PAGE_SIZE as u64).max(off);
+                return Ok(at.min(self.size));
+            }
+            // Jump over runs quickly: the next present page, or the next gap.
+            idx = if data {
+                match self
+                    .pages
+                    .range(idx..)
+                    .map(|(&i, _)| i)
+                    .find(|&i| i != LAST_PAGE)
+                {
+                    Some(i) => i,
+                    None => return Err(Errno::ENXIO),
+                }
+            } else {
+                idx + 1
+            };
+        }
+        if data {
+            Err(Errno::ENXIO)
+        } else {
+            Ok(self.size)
+        }
+    }
+}
+
+impl FileWrite<'_> {
     /// Writes `buf` at `off`, allocating pages within the size limit. A write
     /// that runs out of space stops at the last whole page it could get and
     /// reports what it wrote; nothing is lost.
@@ -114,43 +229,6 @@ impl FileData {
         self.size = size;
     }
 
-    pub(crate) fn seek_data_hole(&self, off: u64, data: bool) -> Result<u64> {
-        if off >= self.size {
-            return Err(Errno::ENXIO);
-        }
-        let mut idx = off / PAGE_SIZE as u64;
-        let last = (self.size - 1) / PAGE_SIZE as u64;
-        while idx <= last {
-            // Linux computes the end of the page holding the offset as a
-            // signed 64-bit value; for the very last page it wraps, and
-            // SEEK_DATA never sees that page's data.
-            let present = self.pages.contains_key(&idx) && !(data && idx == LAST_PAGE);
-            if present == data {
-                let at = (idx * PAGE_SIZE as u64).max(off);
-                return Ok(at.min(self.size));
-            }
-            // Jump over runs quickly: the next present page, or the next gap.
-            idx = if data {
-                match self
-                    .pages
-                    .range(idx..)
-                    .map(|(&i, _)| i)
-                    .find(|&i| i != LAST_PAGE)
-                {
-                    Some(i) => i,
-                    None => return Err(Errno::ENXIO),
-                }
-            } else {
-                idx + 1
-            };
-        }
-        if data {
-            Err(Errno::ENXIO)
-        } else {
-            Ok(self.size)
-        }
-    }
-
     fn allocate(&mut self, fs: &TmpfsFs, off: u64, len: u64, keep_size: bool) -> Result<()> {
         let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
         if end > MAX_FILE_SIZE {
@@ -199,7 +277,7 @@ impl FileData {
 }
 
 impl TmpInode {
-    fn file_data(&self) -> Result<&parking_lot::RwLock<FileData>> {
+    fn file_data(&self) -> Result<&File> {
         match &self.data {
             Data::Regular(d) => Ok(d),
             // `open` serves only regular inodes as their own open files.
@@ -224,15 +302,15 @@ impl FileOps for TmpInode {
         if n > 0 {
             self.mgt.set_ctime_current(&fs.mg);
             let now = fs.now();
-            let mut m = self.meta.write();
-            m.mtime = (now).into();
-            m.ctime = (now).into();
+            let mut m = self.write_meta();
+            m.mtime = now;
+            m.ctime = now;
         }
         Ok((n, at + n as u64))
     }
 
     fn size(&self) -> u64 {
-        self.file_data().map_or(0, |d| d.read().size)
+        self.file_data().map_or(0, File::size)
     }
 
     fn fsync(&self) -> Result<()> {
@@ -263,9 +341,9 @@ impl FileOps for TmpInode {
         drop(d);
         self.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
-        let mut m = self.meta.write();
-        m.mtime = (now).into();
-        m.ctime = (now).into();
+        let mut m = self.write_meta();
+        m.mtime = now;
+        m.ctime = now;
         Ok(())
     }
 }

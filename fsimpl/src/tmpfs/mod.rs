@@ -7,18 +7,29 @@
 //!
 //! # Locking
 //!
-//! Each inode has one `meta` lock (attributes) and, for regular files, one
-//! `data` lock (pages and size), taken in the order `data` → `meta`. The
-//! filesystem's counters are atomics. Nothing is held across a call out.
+//! Each inode has one `meta` lock and, for regular files, one lock of the
+//! pages, taken in the order pages → `meta`. The filesystem's counters are
+//! atomics. Nothing is held across a call out.
+//!
+//! `meta` serialises the writers of an inode's attributes and guards its
+//! extended attributes; it is taken only to change something
+//! ([`TmpInode::write_meta`]) or to read the extended attributes. `stat`
+//! takes no lock: taking even a read lock writes the lock word, which two
+//! threads stat-ing one file would pass between their cores. It reads the
+//! mode and owner from atomics, the link count and times from a sequence
+//! lock of atomics ([`SeqAttrs`]) that writers publish to while holding
+//! `meta`, and a file's size and page count, or a directory's entry count,
+//! from atomics that change only under the lock of what they count.
 
 mod file;
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use tessera_vfs::abi::*;
 use tessera_vfs::acl;
 use tessera_vfs::fstype::{
@@ -30,7 +41,7 @@ use tessera_vfs::perm::Owner;
 use tessera_vfs::pipe;
 use tessera_vfs::Clock;
 
-use file::FileData;
+use file::File;
 pub use file::PAGE_SIZE;
 
 /// The magic number `statfs` reports.
@@ -160,7 +171,7 @@ impl FilesystemType for TmpfsType {
             target: &[],
         };
         let root = TmpInode::new(&fs, &node)?;
-        root.meta.write().nlink = 2;
+        root.write_meta().nlink = 2;
         Ok(NewFilesystem { ops: fs, root })
     }
 }
@@ -344,50 +355,162 @@ impl FilesystemOps for TmpfsFs {
     }
 }
 
-/// Attributes of an inode.
-struct Meta {
+/// The attributes of an inode that `stat` reads and writers change, as
+/// plain values: a copy of what a [`SeqAttrs`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Attrs {
     nlink: u32,
-    atime: Stamp,
-    mtime: Stamp,
-    ctime: Stamp,
-    /// Entries of a directory (for its size).
-    entries: u32,
+    atime: Timespec,
+    mtime: Timespec,
+    ctime: Timespec,
     /// An `O_TMPFILE` inode that never had a name: linking it is allowed
     /// with a link count of 0, and does not reserve another inode.
     tmpfile: bool,
-    /// Extended attributes, allocated on first use: most files have none.
-    xattrs: Option<Box<Xattrs>>,
 }
 
-/// A time stamp in 12 bytes ([`Timespec`] pads to 16): every inode keeps
-/// three, and memory per file is one of the figures tmpfs is judged by.
-#[derive(Clone, Copy, Default)]
-#[repr(C, packed(4))]
-struct Stamp {
-    sec: i64,
-    nsec: u32,
+/// The [`Attrs`] of an inode in a sequence lock made only of atomics, so
+/// that `stat` reads them without writing anything: the lock word of even a
+/// read lock is a shared write, which threads stat-ing one file would pass
+/// between their cores. A time is two atomics, seconds and nanoseconds; the
+/// 4-byte fields pack together, so the whole takes 48 bytes.
+///
+/// Writers hold the inode's `meta` lock, so there is only ever one; they
+/// go through [`TmpInode::write_meta`], which publishes here. A reader that
+/// overlaps a write sees an odd or a changed sequence and reads again.
+struct SeqAttrs {
+    /// Odd while a write is under way; 2 more after each write.
+    seq: AtomicU32,
+    nlink: AtomicU32,
+    atime_sec: AtomicI64,
+    atime_nsec: AtomicU32,
+    mtime_sec: AtomicI64,
+    mtime_nsec: AtomicU32,
+    ctime_sec: AtomicI64,
+    ctime_nsec: AtomicU32,
+    tmpfile: AtomicBool,
 }
 
-impl From<Timespec> for Stamp {
-    fn from(t: Timespec) -> Stamp {
-        Stamp {
-            sec: t.sec,
-            nsec: t.nsec,
+impl SeqAttrs {
+    fn new(a: &Attrs) -> SeqAttrs {
+        SeqAttrs {
+            seq: AtomicU32::new(0),
+            nlink: AtomicU32::new(a.nlink),
+            atime_sec: AtomicI64::new(a.atime.sec),
+            atime_nsec: AtomicU32::new(a.atime.nsec),
+            mtime_sec: AtomicI64::new(a.mtime.sec),
+            mtime_nsec: AtomicU32::new(a.mtime.nsec),
+            ctime_sec: AtomicI64::new(a.ctime.sec),
+            ctime_nsec: AtomicU32::new(a.ctime.nsec),
+            tmpfile: AtomicBool::new(a.tmpfile),
+        }
+    }
+
+    /// The fields, loaded one by one: a consistent set only when no write
+    /// runs meanwhile (under the writers' lock, or checked by [`SeqAttrs::read`]).
+    fn load(&self) -> Attrs {
+        let t = |sec: &AtomicI64, nsec: &AtomicU32| Timespec {
+            sec: sec.load(Ordering::Relaxed),
+            nsec: nsec.load(Ordering::Relaxed),
+        };
+        Attrs {
+            nlink: self.nlink.load(Ordering::Relaxed),
+            atime: t(&self.atime_sec, &self.atime_nsec),
+            mtime: t(&self.mtime_sec, &self.mtime_nsec),
+            ctime: t(&self.ctime_sec, &self.ctime_nsec),
+            tmpfile: self.tmpfile.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The attributes of one write, without a lock.
+    fn read(&self) -> Attrs {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let a = self.load();
+            // Orders the loads above before the check below: a load that saw
+            // a field of a later write makes the check see that write's
+            // odd sequence (the writer's release fence pairs with this one).
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return a;
+            }
+        }
+    }
+
+    /// Stores `a`; the caller holds the inode's `meta` lock for writing.
+    fn publish(&self, a: &Attrs) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Orders the odd sequence before the stores below.
+        fence(Ordering::Release);
+        let t = |sec: &AtomicI64, nsec: &AtomicU32, v: Timespec| {
+            sec.store(v.sec, Ordering::Relaxed);
+            nsec.store(v.nsec, Ordering::Relaxed);
+        };
+        self.nlink.store(a.nlink, Ordering::Relaxed);
+        t(&self.atime_sec, &self.atime_nsec, a.atime);
+        t(&self.mtime_sec, &self.mtime_nsec, a.mtime);
+        t(&self.ctime_sec, &self.ctime_nsec, a.ctime);
+        self.tmpfile.store(a.tmpfile, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+}
+
+/// A writer's hold on an inode's attributes ([`TmpInode::write_meta`]): the
+/// `meta` lock, and a copy of the [`Attrs`] (it derefs to it) to change in
+/// place, published to the sequence lock when the guard goes, before the
+/// lock is released. The copy is loaded under the lock, so it is never
+/// stale, and two guards of one inode cannot coexist.
+struct MetaGuard<'a> {
+    /// The extended attributes, allocated on first use: most files have none.
+    xattrs: RwLockWriteGuard<'a, Option<Box<Xattrs>>>,
+    attrs: Attrs,
+    /// As loaded: unchanged attributes are not published again, so that
+    /// readers are not sent round for nothing.
+    loaded: Attrs,
+    seq: &'a SeqAttrs,
+}
+
+impl Deref for MetaGuard<'_> {
+    type Target = Attrs;
+
+    fn deref(&self) -> &Attrs {
+        &self.attrs
+    }
+}
+
+impl DerefMut for MetaGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Attrs {
+        &mut self.attrs
+    }
+}
+
+impl Drop for MetaGuard<'_> {
+    fn drop(&mut self) {
+        // Runs before the fields are dropped: the lock is still held.
+        if self.attrs != self.loaded {
+            self.seq.publish(&self.attrs);
         }
     }
 }
 
-impl From<Stamp> for Timespec {
-    fn from(s: Stamp) -> Timespec {
-        let (sec, nsec) = (s.sec, s.nsec);
-        Timespec { sec, nsec }
-    }
-}
-
+/// What an inode holds by its type.
 enum Data {
-    Regular(RwLock<FileData>),
+    Regular(File),
     Symlink(Arc<[u8]>, MgLink),
     Fifo(Arc<pipe::Pipe>),
+    /// The number of entries (for the size): an atomic for `stat`, as a
+    /// file's size is (see [`File`]), written only under `meta`. It is kept
+    /// here rather than in [`SeqAttrs`], which then has room for `tmpfile`
+    /// in what would be padding: memory per file is one of the figures tmpfs
+    /// is judged by.
+    Directory(AtomicU32),
+    /// A character or block device: its number.
+    Device(DevId),
+    /// A socket.
     Other,
 }
 
@@ -409,7 +532,6 @@ fn pack_ids(uid: u32, gid: u32) -> u64 {
 pub struct TmpInode {
     fs: Weak<TmpfsFs>,
     ino: u64,
-    rdev: DevId,
     /// Type and permission bits, and the owner ids (uid low, gid high):
     /// atomics outside `meta` because every path component checks them, so
     /// reading them must not write to a lock word shared by every walker
@@ -419,7 +541,12 @@ pub struct TmpInode {
     ids: AtomicU64,
     /// The ctime in the multigrain order.
     mgt: MgInode,
-    meta: RwLock<Meta>,
+    /// The link count and times (see [`SeqAttrs`]).
+    attrs: SeqAttrs,
+    /// The writers' lock of `attrs`, `mode`, `ids` and a directory's entry
+    /// count, and the lock of the extended attributes: taken through
+    /// [`TmpInode::write_meta`] to change anything.
+    meta: RwLock<Option<Box<Xattrs>>>,
     data: Data,
 }
 
@@ -434,33 +561,46 @@ impl TmpInode {
         }
         let now = fs.now();
         let data = match node.ftype {
-            FileType::Regular => Data::Regular(RwLock::new(FileData::default())),
+            FileType::Regular => Data::Regular(File::new()),
             FileType::Symlink => Data::Symlink(node.target.into(), MgLink::new(fs.mg.coarse())),
             FileType::Fifo => Data::Fifo(Arc::new(pipe::Pipe::default())),
+            FileType::Directory => Data::Directory(AtomicU32::new(0)),
+            _ if node.ftype.is_device() => Data::Device(node.rdev),
             _ => Data::Other,
         };
         Ok(Arc::new(TmpInode {
             fs: Arc::downgrade(fs),
             ino: fs.next_ino.fetch_add(1, Ordering::Relaxed),
-            rdev: node.rdev,
             mode: AtomicU32::new(node.ftype.mode_bits() | (node.mode & 0o7777)),
             ids: AtomicU64::new(pack_ids(node.uid, node.gid)),
             mgt: MgInode::new(&fs.mg),
-            meta: RwLock::new(Meta {
+            attrs: SeqAttrs::new(&Attrs {
                 nlink: if node.ftype == FileType::Directory {
                     2
                 } else {
                     1
                 },
-                atime: now.into(),
-                mtime: now.into(),
-                ctime: now.into(),
-                entries: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
                 tmpfile: false,
-                xattrs: None,
             }),
+            meta: RwLock::new(None),
             data,
         }))
+    }
+
+    /// Takes the `meta` lock to change the attributes: see [`MetaGuard`].
+    fn write_meta(&self) -> MetaGuard<'_> {
+        let xattrs = self.meta.write();
+        // Under the lock no write runs, so the fields are one write's.
+        let attrs = self.attrs.load();
+        MetaGuard {
+            xattrs,
+            attrs,
+            loaded: attrs,
+            seq: &self.attrs,
+        }
     }
 
     /// The file type, kept in the type bits of `mode` (it never changes).
@@ -497,11 +637,15 @@ impl TmpInode {
             }
         }
         let now = fs.now();
-        let mut m = self.meta.write();
-        m.mtime = Stamp::from(now);
-        m.ctime = Stamp::from(now);
-        m.entries = m.entries.saturating_add_signed(entries);
+        let mut m = self.write_meta();
+        m.mtime = now;
+        m.ctime = now;
         m.nlink = m.nlink.saturating_add_signed(links);
+        if let Data::Directory(n) = &self.data {
+            // One update: all its writers hold `meta`.
+            let v = n.load(Ordering::Relaxed).saturating_add_signed(entries);
+            n.store(v, Ordering::Relaxed);
+        }
     }
 
     /// `inode_set_ctime_current` in the multigrain order; returns the time.
@@ -518,8 +662,8 @@ impl TmpInode {
         };
         self.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
-        let mut m = self.meta.write();
-        m.ctime = Stamp::from(now);
+        let mut m = self.write_meta();
+        m.ctime = now;
         m.nlink = m.nlink.saturating_add_signed(links);
     }
 
@@ -527,26 +671,26 @@ impl TmpInode {
     /// name change together, under the attribute lock.
     fn drop_link(&self, fs: &TmpfsFs) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
-        let mut m = self.meta.write();
+        let mut m = self.write_meta();
         if m.nlink > 1 {
             fs.release_inode();
         } else if m.nlink == 1 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
         m.nlink = m.nlink.saturating_sub(1);
-        m.ctime = Stamp::from(fs.now());
+        m.ctime = fs.now();
         t
     }
 
     /// Sets the link count to 0 (a removed directory), counting the orphan.
     fn clear_links(&self, fs: &TmpfsFs) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
-        let mut m = self.meta.write();
+        let mut m = self.write_meta();
         if m.nlink != 0 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
         m.nlink = 0;
-        m.ctime = Stamp::from(fs.now());
+        m.ctime = fs.now();
         t
     }
 
@@ -554,11 +698,20 @@ impl TmpInode {
         i.as_any().downcast_ref::<TmpInode>().ok_or(Errno::EXDEV)
     }
 
-    fn blocks(&self) -> u64 {
+    /// The size and the 512-byte blocks, without a lock.
+    fn size_and_blocks(&self) -> (u64, u64) {
         match &self.data {
-            Data::Regular(d) => d.read().pages.len() as u64 * (PAGE_SIZE as u64 / 512),
-            Data::Symlink(t, _) if is_long_link(t) => PAGE_SIZE as u64 / 512,
-            _ => 0,
+            Data::Regular(f) => (f.size(), f.blocks()),
+            Data::Symlink(t, _) => {
+                let blocks = if is_long_link(t) {
+                    PAGE_SIZE as u64 / 512
+                } else {
+                    0
+                };
+                (t.len() as u64, blocks)
+            }
+            Data::Directory(n) => (n.load(Ordering::Relaxed) as u64 * BOGO_DIRENT_SIZE, 0),
+            _ => (0, 0),
         }
     }
 }
@@ -567,14 +720,14 @@ impl Drop for TmpInode {
     fn drop(&mut self) {
         if let Some(fs) = self.fs.upgrade() {
             match &mut self.data {
-                Data::Regular(d) => fs.release_pages(d.get_mut().pages_held()),
+                Data::Regular(f) => fs.release_pages(f.pages_held()),
                 Data::Symlink(t, _) if is_long_link(t) => fs.release_pages(1),
                 _ => {}
             }
-            if let Some(x) = self.meta.get_mut().xattrs.take() {
+            if let Some(x) = self.meta.get_mut().take() {
                 fs.release_ispace(x.iter().map(|(k, v)| fs.xattr_cost(k, v)).sum());
             }
-            if self.meta.get_mut().nlink == 0 {
+            if *self.attrs.nlink.get_mut() == 0 {
                 fs.orphans.fetch_sub(1, Ordering::AcqRel);
             }
             fs.release_inode();
@@ -610,7 +763,7 @@ impl Inode for TmpInode {
     fn touch_atime(&self, clock: &MgClock) {
         if let Data::Symlink(_, l) = &self.data {
             l.touch(&self.mgt, clock);
-            self.meta.write().atime = Stamp::from(self.now());
+            self.write_meta().atime = self.now();
         }
     }
 
@@ -621,37 +774,27 @@ impl Inode for TmpInode {
     }
 
     fn stat_into(&self, st: &mut Statx) {
-        // Each lock taken once: `size()` and `blocks()` would take the data
-        // (or, for a directory, the metadata) lock again.
-        let (size, blocks) = match &self.data {
-            Data::Regular(d) => {
-                let d = d.read();
-                (d.size, d.pages.len() as u64 * (PAGE_SIZE as u64 / 512))
-            }
-            Data::Symlink(t, _) => (t.len() as u64, self.blocks()),
-            // A directory's size is counted under the metadata lock below.
-            _ => (0, 0),
-        };
+        // No lock and no write to the inode (see the module's locking notes).
+        let (size, blocks) = self.size_and_blocks();
         let o = self.owner();
-        let m = self.meta.read();
-        st.size = if self.ftype() == FileType::Directory {
-            m.entries as u64 * BOGO_DIRENT_SIZE
-        } else {
-            size
-        };
+        let a = self.attrs.read();
+        st.size = size;
         st.blocks = blocks;
         st.mask = StatxMask::BASIC_STATS;
         st.blksize = PAGE_SIZE as u32;
-        st.nlink = m.nlink;
+        st.nlink = a.nlink;
         st.uid = o.uid;
         st.gid = o.gid;
         st.mode = o.mode;
         st.ino = self.ino;
-        st.atime = m.atime.into();
+        st.atime = a.atime;
         st.btime = Timespec::default();
-        st.ctime = m.ctime.into();
-        st.mtime = m.mtime.into();
-        st.rdev = self.rdev;
+        st.ctime = a.ctime;
+        st.mtime = a.mtime;
+        st.rdev = match &self.data {
+            Data::Device(d) => *d,
+            _ => DevId::default(),
+        };
         st.dev = DevId::default();
         st.mnt_id = 0;
     }
@@ -665,11 +808,11 @@ impl Inode for TmpInode {
             };
             let fs = self.fs()?;
             d.write().truncate(&fs, size);
-            let mut m = self.meta.write();
-            m.mtime = Stamp::from(now);
-            m.ctime = Stamp::from(now);
+            let mut m = self.write_meta();
+            m.mtime = now;
+            m.ctime = now;
         }
-        let mut m = self.meta.write();
+        let mut m = self.write_meta();
         if let Some(mode) = attr.mode {
             let old = self.mode.load(Ordering::Acquire);
             self.mode
@@ -681,12 +824,12 @@ impl Inode for TmpInode {
             self.ids.store(ids, Ordering::Release);
         }
         if let Some(t) = attr.atime {
-            m.atime = Stamp::from(t);
+            m.atime = t;
         }
         if let Some(t) = attr.mtime {
-            m.mtime = Stamp::from(t);
+            m.mtime = t;
         }
-        m.ctime = Stamp::from(attr.ctime.unwrap_or(now));
+        m.ctime = attr.ctime.unwrap_or(now);
         Ok(())
     }
 
@@ -713,7 +856,7 @@ impl Inode for TmpInode {
         let fs = self.fs()?;
         let inode = TmpInode::new(&fs, new)?;
         {
-            let mut m = inode.meta.write();
+            let mut m = inode.write_meta();
             m.nlink = 0;
             m.tmpfile = true;
         }
@@ -727,7 +870,7 @@ impl Inode for TmpInode {
         {
             // Count check and update in one critical section: a concurrent
             // unlink of the last name must not be undone (Linux: ENOENT).
-            let mut m = t.meta.write();
+            let mut m = t.write_meta();
             if m.nlink == 0 && !m.tmpfile {
                 return Err(Errno::ENOENT);
             }
@@ -741,7 +884,7 @@ impl Inode for TmpInode {
             }
             m.nlink += 1;
             m.tmpfile = false;
-            m.ctime = Stamp::from(fs.now());
+            m.ctime = fs.now();
         }
         // `shmem_link`: the directory takes the inode's new ctime.
         self.dir_changed_as(&fs, 1, 0, t.mgt.set_ctime_current(&fs.mg));
@@ -843,7 +986,6 @@ impl Inode for TmpInode {
     fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
         self.meta
             .read()
-            .xattrs
             .as_ref()
             .and_then(|m| m.get(name))
             .map(|v| v.to_vec())
@@ -857,7 +999,7 @@ impl Inode for TmpInode {
                 // An ACL that says no more than the mode bits becomes them
                 // (`posix_acl_equiv_mode`) and is not stored.
                 acl::Acl::Mode(bits) if !default => {
-                    let m = self.meta.write();
+                    let m = self.write_meta();
                     let old = self.mode.load(Ordering::Acquire);
                     self.mode.store((old & !0o777) | bits, Ordering::Release);
                     drop(m);
@@ -868,7 +1010,7 @@ impl Inode for TmpInode {
         }
         let fs = self.fs()?;
         {
-            let mut meta = self.meta.write();
+            let mut meta = self.write_meta();
             let map = meta.xattrs.get_or_insert_with(Default::default);
             let old = map.get(name).map(|v| fs.xattr_cost(name, v));
             if flags.contains(XattrFlags::XATTR_CREATE) && old.is_some() {
@@ -891,7 +1033,6 @@ impl Inode for TmpInode {
         Ok(self
             .meta
             .read()
-            .xattrs
             .as_ref()
             .map(|m| m.keys().map(|k| k.to_vec()).collect())
             .unwrap_or_default())
@@ -899,7 +1040,7 @@ impl Inode for TmpInode {
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
         {
-            let mut meta = self.meta.write();
+            let mut meta = self.write_meta();
             let removed = meta.xattrs.as_mut().and_then(|m| m.remove(name));
             match removed {
                 Some(v) => {
