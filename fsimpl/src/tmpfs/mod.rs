@@ -440,6 +440,33 @@ impl SeqAttrs {
         }
     }
 
+    /// Sets the link count to `nlink(old)` and the ctime (and the mtime
+    /// too when `mtime`) to `now`, storing only those: the change every
+    /// create, link and removal makes, without the copy of every attribute
+    /// a [`MetaGuard`] makes. `_held` is the inode's `meta` lock. Returns
+    /// the old link count.
+    fn stamp(
+        &self,
+        _held: &RwLockWriteGuard<'_, Option<Box<Xattrs>>>,
+        nlink: impl FnOnce(u32) -> u32,
+        mtime: bool,
+        now: Timespec,
+    ) -> u32 {
+        let old = self.nlink.load(Ordering::Relaxed);
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.nlink.store(nlink(old), Ordering::Relaxed);
+        if mtime {
+            self.mtime_sec.store(now.sec, Ordering::Relaxed);
+            self.mtime_nsec.store(now.nsec, Ordering::Relaxed);
+        }
+        self.ctime_sec.store(now.sec, Ordering::Relaxed);
+        self.ctime_nsec.store(now.nsec, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+        old
+    }
+
     /// Stores `a`; the caller holds the inode's `meta` lock for writing.
     fn publish(&self, a: &Attrs) {
         let s = self.seq.load(Ordering::Relaxed);
@@ -468,9 +495,6 @@ struct MetaGuard<'a> {
     /// The extended attributes, allocated on first use: most files have none.
     xattrs: RwLockWriteGuard<'a, Option<Box<Xattrs>>>,
     attrs: Attrs,
-    /// As loaded: unchanged attributes are not published again, so that
-    /// readers are not sent round for nothing.
-    loaded: Attrs,
     seq: &'a SeqAttrs,
 }
 
@@ -491,9 +515,9 @@ impl DerefMut for MetaGuard<'_> {
 impl Drop for MetaGuard<'_> {
     fn drop(&mut self) {
         // Runs before the fields are dropped: the lock is still held.
-        if self.attrs != self.loaded {
-            self.seq.publish(&self.attrs);
-        }
+        // Published even when unchanged: every guard is taken to change
+        // something, and comparing costs about what storing does.
+        self.seq.publish(&self.attrs);
     }
 }
 
@@ -598,7 +622,6 @@ impl TmpInode {
         MetaGuard {
             xattrs,
             attrs,
-            loaded: attrs,
             seq: &self.attrs,
         }
     }
@@ -637,10 +660,9 @@ impl TmpInode {
             }
         }
         let now = fs.now();
-        let mut m = self.write_meta();
-        m.mtime = now;
-        m.ctime = now;
-        m.nlink = m.nlink.saturating_add_signed(links);
+        let held = self.meta.write();
+        self.attrs
+            .stamp(&held, |n| n.saturating_add_signed(links), true, now);
         if let Data::Directory(n) = &self.data {
             // One update: all its writers hold `meta`.
             let v = n.load(Ordering::Relaxed).saturating_add_signed(entries);
@@ -662,35 +684,34 @@ impl TmpInode {
         };
         self.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
-        let mut m = self.write_meta();
-        m.ctime = now;
-        m.nlink = m.nlink.saturating_add_signed(links);
+        let held = self.meta.write();
+        self.attrs
+            .stamp(&held, |n| n.saturating_add_signed(links), false, now);
     }
 
     /// Removes one name: the count and the inode reservation of an extra
     /// name change together, under the attribute lock.
     fn drop_link(&self, fs: &TmpfsFs) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
-        let mut m = self.write_meta();
-        if m.nlink > 1 {
+        let held = self.meta.write();
+        let old = self
+            .attrs
+            .stamp(&held, |n| n.saturating_sub(1), false, fs.now());
+        if old > 1 {
             fs.release_inode();
-        } else if m.nlink == 1 {
+        } else if old == 1 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
-        m.nlink = m.nlink.saturating_sub(1);
-        m.ctime = fs.now();
         t
     }
 
     /// Sets the link count to 0 (a removed directory), counting the orphan.
     fn clear_links(&self, fs: &TmpfsFs) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
-        let mut m = self.write_meta();
-        if m.nlink != 0 {
+        let held = self.meta.write();
+        if self.attrs.stamp(&held, |_| 0, false, fs.now()) != 0 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
-        m.nlink = 0;
-        m.ctime = fs.now();
         t
     }
 
