@@ -35,7 +35,9 @@
 //! 4. `DirState::op` of directories, two at once in address order.
 //! 5. `MountNamespace::mounts`, then `Vfs::mount_table`, then `Mount::link`,
 //!    then `Mount::prop`.
-//! 6. `DirState::children`, then `Dentry::link`.
+//! 6. `DirState::children`, then `Dentry::link`. The walk's lookup cache
+//!    (`dcache`) has no lock: it is filled under `children` held for
+//!    reading and emptied of a name under it held for writing.
 //! 7. Locks inside a filesystem's inodes and open files.
 //!
 //! `OpenFile::pos` is taken alone. No lock of this crate is held across a
