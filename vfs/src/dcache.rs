@@ -138,6 +138,19 @@ pub(crate) fn evict(dir: u64, hash: u64, name: &[u8]) {
     }
 }
 
+/// Every entry in the table: (directory id, name, child). For the
+/// invariant checks, which run while nothing changes the directories they
+/// look at.
+pub(crate) fn entries() -> Vec<(u64, Name, Arc<Dentry>)> {
+    TABLE
+        .slots
+        .iter()
+        .map(|s| s.load())
+        .filter(|e| e.dir != 0)
+        .map(|e| (e.dir, e.name.clone(), e.child.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

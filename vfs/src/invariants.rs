@@ -47,7 +47,9 @@ impl Process {
     ///   found for a non-directory and 2 + its subdirectories for a directory;
     /// - every descriptor's description is in a live place: its dentry belongs
     ///   to its mount's filesystem, its mount is in the namespace unless it was
-    ///   unmounted, and a dentry that is not dead is still under its name.
+    ///   unmounted, and a dentry that is not dead is still under its name;
+    /// - every entry of the walk's lookup cache for a directory found here
+    ///   names a child that directory's map holds under that name.
     ///
     /// # Errors
     ///
@@ -57,14 +59,16 @@ impl Process {
         let mounts = check_mounts(self, &ns)?;
         let mut seen_fs = HashSet::new();
         let mut mountpoints: HashMap<usize, u32> = HashMap::new();
+        let mut dirs: HashMap<u64, Arc<Dentry>> = HashMap::new();
         for (_, mp) in self.vfs().mount_table.read().keys() {
             *mountpoints.entry(*mp).or_default() += 1;
         }
         for m in &mounts {
             if seen_fs.insert(m.fs().id()) {
-                check_tree(m, &mountpoints)?;
+                check_tree(m, &mountpoints, &mut dirs)?;
             }
         }
+        check_lookup_cache(&dirs)?;
         check_fds(self, &ns)
     }
 }
@@ -143,7 +147,11 @@ fn check_mounts(p: &Process, ns: &Arc<MountNamespace>) -> Result<Vec<Arc<Mount>>
 }
 
 /// Walks one mounted filesystem's cached tree from its root.
-fn check_tree(m: &Arc<Mount>, mountpoints: &HashMap<usize, u32>) -> Result<(), String> {
+fn check_tree(
+    m: &Arc<Mount>,
+    mountpoints: &HashMap<usize, u32>,
+    dirs: &mut HashMap<u64, Arc<Dentry>>,
+) -> Result<(), String> {
     let fs = m.fs();
     let root = fs.root().clone();
     if root.parent().is_some() {
@@ -174,6 +182,7 @@ fn check_tree(m: &Arc<Mount>, mountpoints: &HashMap<usize, u32>) -> Result<(), S
         let Some(state) = dir.dir.as_ref() else {
             continue;
         };
+        dirs.insert(state.id, dir.clone());
         let ch = state.children.read();
         if ch.by_name.len() != ch.order.len() {
             return Err(format!(
@@ -257,6 +266,30 @@ fn check_tree(m: &Arc<Mount>, mountpoints: &HashMap<usize, u32>) -> Result<(), S
                 } else {
                     "names"
                 }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lookup cache is exact for the directories found (`dirs`, by id):
+/// each of their entries names a child their map holds under that name.
+/// (Ids are never reused, so another VFS's entries are never taken for
+/// these.)
+fn check_lookup_cache(dirs: &HashMap<u64, Arc<Dentry>>) -> Result<(), String> {
+    for (dir, name, child) in crate::dcache::entries() {
+        let Some(d) = dirs.get(&dir) else {
+            continue;
+        };
+        let held = d
+            .dir
+            .as_ref()
+            .and_then(|s| s.children.read().by_name.get(&name).cloned());
+        if !held.is_some_and(|h| Arc::ptr_eq(&h, &child)) {
+            return Err(format!(
+                "the lookup cache holds {:?} in {:?}, which its map does not hold under that name",
+                String::from_utf8_lossy(&name),
+                String::from_utf8_lossy(&d.name())
             ));
         }
     }
