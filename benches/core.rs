@@ -1607,6 +1607,10 @@ fn profile_loop(what: &str) {
                 let o = (i * 7919 % 16384) * PAGE as u64;
                 p.pread(fd, buf.as_mut(), o as i64).unwrap();
             }
+            "pwrite" => {
+                let o = (i * 7919 % 16384) * PAGE as u64;
+                p.pwrite(fd, buf.as_mut(), o as i64).unwrap();
+            }
             _ => {}
         }
     }
