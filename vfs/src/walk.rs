@@ -148,8 +148,8 @@ impl std::ops::Deref for DentryRef<'_> {
 }
 
 impl Clone for DentryRef<'_> {
-    /// A borrowed dentry stays borrowed; a lent one is taken by reference
-    /// (the cache lends to one holder at a time).
+    /// A borrowed dentry stays borrowed; an owned or lent one is cloned as
+    /// an owned reference (a cache loan is not copied).
     fn clone(&self) -> Self {
         match &self.0 {
             DRepr::Borrowed(d) => DentryRef::borrowed(d),

@@ -302,9 +302,7 @@ impl FileOps for TmpInode {
         if n > 0 {
             self.mgt.set_ctime_current(&fs.mg);
             let now = fs.now();
-            let mut m = self.write_meta();
-            m.mtime = now;
-            m.ctime = now;
+            self.stamp_data_change(now);
         }
         Ok((n, at + n as u64))
     }
@@ -341,9 +339,7 @@ impl FileOps for TmpInode {
         drop(d);
         self.mgt.set_ctime_current(&fs.mg);
         let now = fs.now();
-        let mut m = self.write_meta();
-        m.mtime = now;
-        m.ctime = now;
+        self.stamp_data_change(now);
         Ok(())
     }
 }

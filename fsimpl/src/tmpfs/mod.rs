@@ -357,7 +357,7 @@ impl FilesystemOps for TmpfsFs {
 
 /// The attributes of an inode that `stat` reads and writers change, as
 /// plain values: a copy of what a [`SeqAttrs`] holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 struct Attrs {
     nlink: u32,
     atime: Timespec,
@@ -687,6 +687,13 @@ impl TmpInode {
         let held = self.meta.write();
         self.attrs
             .stamp(&held, |n| n.saturating_add_signed(links), false, now);
+    }
+
+    /// A change of the data: mtime and ctime set to `now` (stored alone,
+    /// as [`SeqAttrs::stamp`] does: every write pays it).
+    fn stamp_data_change(&self, now: Timespec) {
+        let held = self.meta.write();
+        self.attrs.stamp(&held, |n| n, true, now);
     }
 
     /// Removes one name: the count and the inode reservation of an extra
