@@ -297,7 +297,7 @@ impl FileOps for TmpInode {
         let fs = self.fs()?;
         let mut d = self.file_data()?.write();
         let at = if append { d.size } else { off };
-        let n = d.write(&fs, at, buf)?;
+        let n = d.write(fs, at, buf)?;
         drop(d);
         if n > 0 {
             self.mgt.set_ctime_current(&fs.mg);
@@ -332,9 +332,9 @@ impl FileOps for TmpInode {
             if !keep {
                 return Err(Errno::EOPNOTSUPP);
             }
-            d.punch_hole(&fs, off, len);
+            d.punch_hole(fs, off, len);
         } else {
-            d.allocate(&fs, off, len, keep)?;
+            d.allocate(fs, off, len, keep)?;
         }
         drop(d);
         self.mgt.set_ctime_current(&fs.mg);
