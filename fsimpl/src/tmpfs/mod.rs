@@ -492,8 +492,8 @@ impl SeqAttrs {
 /// lock is released. The copy is loaded under the lock, so it is never
 /// stale, and two guards of one inode cannot coexist.
 struct MetaGuard<'a> {
-    /// The extended attributes, allocated on first use: most files have none.
-    xattrs: RwLockWriteGuard<'a, Option<Box<Xattrs>>>,
+    /// The `meta` lock, held (not read) so that this is the only writer.
+    _held: RwLockWriteGuard<'a, Option<Box<Xattrs>>>,
     attrs: Attrs,
     seq: &'a SeqAttrs,
 }
@@ -515,8 +515,9 @@ impl DerefMut for MetaGuard<'_> {
 impl Drop for MetaGuard<'_> {
     fn drop(&mut self) {
         // Runs before the fields are dropped: the lock is still held.
-        // Published even when unchanged: every guard is taken to change
-        // something, and comparing costs about what storing does.
+        // Published without comparing: every guard is taken to change an
+        // attribute (the extended attributes alone take `meta` directly),
+        // and comparing costs about what storing does.
         self.seq.publish(&self.attrs);
     }
 }
@@ -574,7 +575,8 @@ pub struct TmpInode {
     attrs: SeqAttrs,
     /// The writers' lock of `attrs`, `mode`, `ids` and a directory's entry
     /// count, and the lock of the extended attributes: taken through
-    /// [`TmpInode::write_meta`] to change anything.
+    /// [`TmpInode::write_meta`] to change an attribute, directly for the
+    /// extended attributes alone.
     meta: RwLock<Option<Box<Xattrs>>>,
     data: Data,
 }
@@ -621,11 +623,11 @@ impl TmpInode {
 
     /// Takes the `meta` lock to change the attributes: see [`MetaGuard`].
     fn write_meta(&self) -> MetaGuard<'_> {
-        let xattrs = self.meta.write();
+        let held = self.meta.write();
         // Under the lock no write runs, so the fields are one write's.
         let attrs = self.attrs.load();
         MetaGuard {
-            xattrs,
+            _held: held,
             attrs,
             seq: &self.attrs,
         }
@@ -1026,7 +1028,9 @@ impl Inode for TmpInode {
                 // An ACL that says no more than the mode bits becomes them
                 // (`posix_acl_equiv_mode`) and is not stored.
                 acl::Acl::Mode(bits) if !default => {
-                    let m = self.write_meta();
+                    // `meta` serialises the mode's writers; no attribute
+                    // of the sequence lock changes, so none is published.
+                    let m = self.meta.write();
                     let old = self.mode.load(Ordering::Acquire);
                     self.mode.store((old & !0o777) | bits, Ordering::Release);
                     drop(m);
@@ -1037,8 +1041,8 @@ impl Inode for TmpInode {
         }
         let fs = self.fs()?;
         {
-            let mut meta = self.write_meta();
-            let map = meta.xattrs.get_or_insert_with(Default::default);
+            let mut xattrs = self.meta.write();
+            let map = xattrs.get_or_insert_with(Default::default);
             let old = map.get(name).map(|v| fs.xattr_cost(name, v));
             if flags.contains(XattrFlags::XATTR_CREATE) && old.is_some() {
                 return Err(Errno::EEXIST);
@@ -1067,8 +1071,8 @@ impl Inode for TmpInode {
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
         {
-            let mut meta = self.write_meta();
-            let removed = meta.xattrs.as_mut().and_then(|m| m.remove(name));
+            let mut xattrs = self.meta.write();
+            let removed = xattrs.as_mut().and_then(|m| m.remove(name));
             match removed {
                 Some(v) => {
                     if let Ok(fs) = self.fs() {
