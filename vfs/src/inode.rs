@@ -175,6 +175,14 @@ pub trait Inode: Send + Sync + 'static {
         self.readlink().map(Arc::from)
     }
 
+    /// A symbolic link's target kept in the inode and never changed (as
+    /// Linux's are not): the walker reads it in place while it holds the
+    /// link, touching no reference count. `None` makes it ask
+    /// [`Inode::link_target`].
+    fn link_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+
     /// Opens this inode. Device files are opened through the device registry
     /// by the VFS and never reach here. Shared, so that an inode that serves
     /// its open files itself hands out a reference instead of allocating.

@@ -431,7 +431,8 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Checks that the current node is a directory we may search.
     #[inline]
     fn may_lookup(&self) -> Result<()> {
-        let d = &self.cur.dentry;
+        // One dereference: each one matches on how the dentry is held.
+        let d: &Dentry = &self.cur.dentry;
         if !d.is_dir() {
             return Err(self.unlazy(Errno::ENOTDIR));
         }
@@ -469,8 +470,9 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    if let Some(link) = self.step(name)? {
-                        self.follow_link(&link.mount, &link.dentry)?;
+                    let mut met = self.step(name)?;
+                    while let Some(link) = met {
+                        met = self.follow_step(link)?;
                     }
                 }
             }
@@ -506,7 +508,11 @@ impl<'a, 'p> Walker<'a, 'p> {
     #[inline(always)]
     fn step(&mut self, name: &[u8]) -> Result<Option<Place<'a>>> {
         let dentry = self.child(name)?;
-        if dentry.is_mountpoint() {
+        let (mountpoint, ftype) = {
+            let d: &Dentry = &dentry;
+            (d.is_mountpoint(), d.file_type())
+        };
+        if mountpoint {
             let mut p = Place {
                 mount: self.cur.mount.clone(),
                 dentry,
@@ -519,7 +525,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 self.leave_cur_mount();
             }
             self.cur = p;
-        } else if dentry.file_type() == FileType::Symlink {
+        } else if ftype == FileType::Symlink {
             return Ok(Some(Place {
                 mount: self.cur.mount.clone(),
                 dentry,
@@ -648,6 +654,15 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// (jumping to the root for an absolute one). The current directory
     /// stays the link's directory, so a relative target resolves from there.
     pub fn follow_link(&mut self, mount: &Arc<Mount>, dentry: &Dentry) -> Result<()> {
+        self.may_follow(mount, dentry)?;
+        let target = dentry.inode().link_target()?;
+        self.push_target(mount, target)
+    }
+
+    /// The checks of following the link `dentry` on `mount`, counted as a
+    /// followed link; touches its access time (see [`link_accessed`]).
+    #[inline(always)]
+    fn may_follow(&mut self, mount: &Mount, dentry: &Dentry) -> Result<()> {
         if self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
             return Err(Errno::ELOOP);
         }
@@ -666,7 +681,12 @@ impl<'a, 'p> Walker<'a, 'p> {
         )? {
             self.refwalk = true;
         }
-        let target = dentry.inode().link_target()?;
+        Ok(())
+    }
+
+    /// Pushes a followed link's target as the segment to read next
+    /// (jumping to the root for an absolute one).
+    fn push_target(&mut self, mount: &Mount, target: Arc<[u8]>) -> Result<()> {
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -682,6 +702,29 @@ impl<'a, 'p> Walker<'a, 'p> {
             self.deeper.push(below);
         }
         Ok(())
+    }
+
+    /// Follows `link`, met as a component was looked up, and returns the
+    /// link the walk meets next, if any. A target that is one plain name
+    /// (`libc.so.6 -> libc-2.36.so`: the common link) is looked up at once
+    /// in the link's directory, as the next component would be, read in
+    /// place from the link's inode: nothing is pushed, copied, or counted
+    /// but the link itself. Any other target is pushed as a segment.
+    #[inline(always)]
+    fn follow_step(&mut self, link: Place<'a>) -> Result<Option<Place<'a>>> {
+        self.may_follow(&link.mount, &link.dentry)?;
+        let inode = link.dentry.inode();
+        let Some(name) = inode.link_bytes().filter(|t| is_plain_name(t)) else {
+            let target = inode.link_target()?;
+            self.push_target(&link.mount, target)?;
+            return Ok(None);
+        };
+        // The link is put as its only name is taken (see `LinkSeg`).
+        if self.refwalk && link.mount.is_detached() {
+            self.seq_moved = true;
+        }
+        self.may_lookup()?;
+        self.step(name)
     }
 
     /// Resolves the whole path. `follow` follows a final symbolic link (a
@@ -705,12 +748,13 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    if let Some(link) = self.step(name)? {
-                        if !last || follow || self.must_be_dir {
-                            self.follow_link(&link.mount, &link.dentry)?;
-                        } else {
+                    let mut met = self.step(name)?;
+                    while let Some(link) = met {
+                        if last && !follow && !self.must_be_dir {
                             self.cur = link;
+                            break;
                         }
+                        met = self.follow_step(link)?;
                     }
                 }
             }
@@ -720,6 +764,13 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         Ok(())
     }
+}
+
+/// Whether a link's target is one name to look up: not empty, no slash,
+/// not `.` or `..`.
+#[inline(always)]
+fn is_plain_name(t: &[u8]) -> bool {
+    !matches!(t, b"" | b"." | b"..") && !t.contains(&b'/')
 }
 
 /// [`Walker::unlazy`] for code that holds no walker.

@@ -1001,6 +1001,13 @@ impl Inode for TmpInode {
         }
     }
 
+    fn link_bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Data::Symlink(t, _) => Some(t),
+            _ => None,
+        }
+    }
+
     fn open(self: Arc<Self>, flags: OpenFlags) -> Result<Arc<dyn FileOps>> {
         if let Data::Regular(_) = &self.data {
             return Ok(self);
