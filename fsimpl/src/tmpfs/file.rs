@@ -294,7 +294,7 @@ impl FileOps for TmpInode {
     }
 
     fn write(&self, _ctx: &Ctx<'_>, off: u64, buf: &[u8], append: bool) -> Result<(usize, u64)> {
-        let fs = self.fs()?;
+        let fs = self.fs();
         let mut d = self.file_data()?.write();
         let at = if append { d.size } else { off };
         let n = d.write(fs, at, buf)?;
@@ -321,7 +321,7 @@ impl FileOps for TmpInode {
     }
 
     fn allocate(&self, _ctx: &Ctx<'_>, mode: FallocFlags, off: u64, len: u64) -> Result<()> {
-        let fs = self.fs()?;
+        let fs = self.fs();
         let keep = mode.contains(FallocFlags::FALLOC_FL_KEEP_SIZE);
         if !(mode - FallocFlags::FALLOC_FL_KEEP_SIZE - FallocFlags::FALLOC_FL_PUNCH_HOLE).is_empty()
         {

@@ -638,8 +638,8 @@ impl TmpInode {
         FileType::from_mode(self.mode.load(Ordering::Relaxed)).unwrap_or(FileType::Regular)
     }
 
-    fn fs(&self) -> Result<&Arc<TmpfsFs>> {
-        Ok(&self.fs)
+    fn fs(&self) -> &Arc<TmpfsFs> {
+        &self.fs
     }
 
     fn now(&self) -> Timespec {
@@ -835,7 +835,7 @@ impl Inode for TmpInode {
             let Data::Regular(d) = &self.data else {
                 return Err(Errno::EINVAL);
             };
-            let fs = self.fs()?;
+            let fs = self.fs();
             d.write().truncate(fs, size);
             let mut m = self.write_meta();
             m.mtime = now;
@@ -867,7 +867,7 @@ impl Inode for TmpInode {
     }
 
     fn create(&self, _ctx: &Ctx<'_>, _name: &[u8], new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
-        let fs = self.fs()?;
+        let fs = self.fs();
         let inode = TmpInode::new(fs, new)?;
         self.dir_changed(
             fs,
@@ -882,7 +882,7 @@ impl Inode for TmpInode {
     }
 
     fn tmpfile(&self, _ctx: &Ctx<'_>, new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
-        let fs = self.fs()?;
+        let fs = self.fs();
         let inode = TmpInode::new(fs, new)?;
         {
             let mut m = inode.write_meta();
@@ -895,7 +895,7 @@ impl Inode for TmpInode {
 
     fn link(&self, _ctx: &Ctx<'_>, _name: &[u8], target: &Arc<dyn Inode>) -> Result<()> {
         let t = Self::downcast(target)?;
-        let fs = self.fs()?;
+        let fs = self.fs();
         {
             // Count check and update in one critical section: a concurrent
             // unlink of the last name must not be undone (Linux: ENOENT).
@@ -923,14 +923,14 @@ impl Inode for TmpInode {
     fn unlink(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
         // `shmem_unlink`: the directory takes the inode's new ctime.
-        let fs = self.fs()?;
+        let fs = self.fs();
         self.dir_changed_as(fs, -1, 0, c.drop_link(fs));
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
-        let fs = self.fs()?;
+        let fs = self.fs();
         self.dir_changed_as(fs, -1, -1, c.clear_links(fs));
         Ok(())
     }
@@ -947,7 +947,7 @@ impl Inode for TmpInode {
     ) -> Result<()> {
         let c = Self::downcast(child)?;
         let nd = Self::downcast(new_dir)?;
-        let fs = self.fs()?;
+        let fs = self.fs();
         let same = std::ptr::eq(self, nd);
         let c_dir = c.ftype() == FileType::Directory;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
@@ -1046,7 +1046,7 @@ impl Inode for TmpInode {
                 _ => {}
             }
         }
-        let fs = self.fs()?;
+        let fs = self.fs();
         {
             let mut xattrs = self.meta.write();
             let map = xattrs.get_or_insert_with(Default::default);
@@ -1082,9 +1082,8 @@ impl Inode for TmpInode {
             let removed = xattrs.as_mut().and_then(|m| m.remove(name));
             match removed {
                 Some(v) => {
-                    if let Ok(fs) = self.fs() {
-                        fs.release_ispace(fs.xattr_cost(name, &v));
-                    }
+                    let fs = self.fs();
+                    fs.release_ispace(fs.xattr_cost(name, &v));
                 }
                 // Removing an ACL sets "no ACL", which is never an error.
                 None if acl::kind(name).is_some() => {}

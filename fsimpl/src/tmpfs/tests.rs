@@ -143,7 +143,7 @@ fn stat_never_sees_half_a_write() {
         )
         .unwrap();
     let root = mount.root().inode().clone();
-    let fs = TmpInode::downcast(&root).unwrap().fs().unwrap();
+    let fs = TmpInode::downcast(&root).unwrap().fs();
     let node = NewNode {
         ftype: FileType::Regular,
         mode: 0o644,
