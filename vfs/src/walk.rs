@@ -7,7 +7,11 @@
 //!
 //! The walker keeps a stack of path segments: the caller's path at the
 //! bottom, and a symbolic link's target pushed on top when one is followed,
-//! so there is no recursion. It stops before the last component
+//! so there is no recursion. A link whose target is one plain name (the
+//! common `libfoo.so -> libfoo.so.1`) is not pushed: that name is looked up
+//! at once, read in place from the link's inode (`Walker::follow_step`),
+//! so a chain of such links costs a lookup and the follow checks each. It
+//! stops before the last component
 //! ([`Walker::walk_to_last`]), which lets create-style calls act on the
 //! parent and the name, and lets `open` follow a final link and go on.
 
