@@ -780,10 +780,7 @@ fn bench_walks(c: &mut Criterion, x: &Peers) {
         black_box(x.p.stat(black_box(f8.as_bytes())).unwrap());
     });
     bench(&mut g, "open8/tessera", || {
-        let fd =
-            x.p.openat(AT_FDCWD, black_box(f8.as_bytes()), OpenFlags::O_RDONLY, 0)
-                .unwrap();
-        x.p.close(fd).unwrap();
+        tessera_open_close(&x.p, black_box(f8.as_bytes()))
     });
     bench(&mut g, "open8/limit", || {
         black_box(x.l.open(black_box(f8.as_bytes())).unwrap());
@@ -802,21 +799,36 @@ fn bench_walks(c: &mut Criterion, x: &Peers) {
     g.finish();
 }
 
+/// Tessera's create+close+unlink of `/w/c`.
+fn tessera_create(p: &Process) {
+    let fd = p
+        .openat(
+            AT_FDCWD,
+            b"/w/c",
+            OpenFlags::O_CREAT | OpenFlags::O_WRONLY,
+            0o644,
+        )
+        .unwrap();
+    p.close(fd).unwrap();
+    p.unlinkat(AT_FDCWD, b"/w/c", AtFlags::empty()).unwrap();
+}
+
+/// rust-vfs's create (and drop of the writer) and remove of `/w/c`.
+fn rustvfs_create(rv: &vfs::MemoryFS) {
+    drop(rv.create_file("/w/c").unwrap());
+    rv.remove_file("/w/c").unwrap();
+}
+
+/// Tessera's open+close of `path` for reading.
+fn tessera_open_close(p: &Process, path: &[u8]) {
+    let fd = p.openat(AT_FDCWD, path, OpenFlags::O_RDONLY, 0).unwrap();
+    p.close(fd).unwrap();
+}
+
 fn bench_changes(c: &mut Criterion, x: &Peers) {
     let mut g = group(c, "change");
     let (cf, cd) = (x.lx.p("/w/c"), x.lx.p("/w/c"));
-    bench(&mut g, "create/tessera", || {
-        let fd =
-            x.p.openat(
-                AT_FDCWD,
-                b"/w/c",
-                OpenFlags::O_CREAT | OpenFlags::O_WRONLY,
-                0o644,
-            )
-            .unwrap();
-        x.p.close(fd).unwrap();
-        x.p.unlinkat(AT_FDCWD, b"/w/c", AtFlags::empty()).unwrap();
-    });
+    bench(&mut g, "create/tessera", || tessera_create(&x.p));
     bench(&mut g, "create/limit", || {
         drop(x.l.create(b"/w/c").unwrap());
         assert!(x.l.remove(b"/w/c"));
@@ -830,10 +842,7 @@ fn bench_changes(c: &mut Criterion, x: &Peers) {
             assert_eq!(libc::unlink(cf.as_ptr()), 0);
         }
     });
-    bench(&mut g, "create/rust-vfs", || {
-        drop(x.rv.create_file("/w/c").unwrap());
-        x.rv.remove_file("/w/c").unwrap();
-    });
+    bench(&mut g, "create/rust-vfs", || rustvfs_create(&x.rv));
     bench(&mut g, "mkdir/tessera", || {
         x.p.mkdirat(AT_FDCWD, b"/w/c", 0o755).unwrap();
         x.p.unlinkat(AT_FDCWD, b"/w/c", AtFlags::AT_REMOVEDIR)
@@ -1014,6 +1023,140 @@ fn bench_io(c: &mut Criterion, x: &Peers) {
     });
     g.finish();
     x.p.close(fd).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Paired ratios: the two sides of a ratio target timed in alternation.
+
+/// Two operations timed in alternation, and their ratio.
+#[derive(Clone, Copy)]
+struct Pair {
+    a: f64,
+    b: f64,
+    ratio: f64,
+}
+
+/// Times `a` and `b` in 15 rounds, each a block of about 4 ms of one then
+/// of the other (which goes first flips every round): the medians of each
+/// side, in ns, and the median of the rounds' ratios a/b. The host's noise
+/// comes in bursts longer than a round, so the two sides of one round run
+/// under one weather; criterion's medians, taken minutes apart, can put a
+/// burst on one side of a ratio only (the same binary measured 3.6x and
+/// 5.3x for the links).
+fn paired(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> Pair {
+    let per_op = |f: &mut dyn FnMut()| {
+        let (mut n, t) = (0u64, Instant::now());
+        while t.elapsed() < Duration::from_millis(2) {
+            f();
+            n += 1;
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let (na, nb) = ((1e6 / per_op(a)) as u64 + 1, (1e6 / per_op(b)) as u64 + 1);
+    let block = |f: &mut dyn FnMut(), n: u64| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    let rounds: Vec<(f64, f64)> = (0..41)
+        .map(|r| {
+            if r % 2 == 0 {
+                let ta = block(a, na);
+                (ta, block(b, nb))
+            } else {
+                let tb = block(b, nb);
+                (block(a, na), tb)
+            }
+        })
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    Pair {
+        a: median(rounds.iter().map(|r| r.0).collect()),
+        b: median(rounds.iter().map(|r| r.1).collect()),
+        ratio: median(rounds.iter().map(|r| r.0 / r.1).collect()),
+    }
+}
+
+/// (target id) → its paired figures.
+type PairFigures = Vec<(&'static str, Pair)>;
+
+/// The paired ratios of the single-thread ratio targets.
+fn bench_pairs(x: &Peers) -> PairFigures {
+    let d8 = chain("d", 8);
+    let f8 = format!("{}/f8", chain("d", 7));
+    let miss = format!("{}/missing", chain("d", 7));
+    let stat = |path: &[u8]| {
+        black_box(x.p.stat(black_box(path)).unwrap());
+    };
+    let mut out = vec![
+        (
+            "stat8/limit",
+            paired(&mut || stat(d8.as_bytes()), &mut || {
+                black_box(x.l.stat(black_box(d8.as_bytes())).unwrap());
+            }),
+        ),
+        (
+            "links8/target",
+            paired(&mut || stat(b"/s/l1"), &mut || stat(b"/s/t")),
+        ),
+        (
+            "enoent8/stat8",
+            paired(
+                &mut || assert!(x.p.stat(black_box(miss.as_bytes())).is_err()),
+                &mut || stat(d8.as_bytes()),
+            ),
+        ),
+        (
+            "open8/stat8",
+            paired(
+                &mut || tessera_open_close(&x.p, black_box(f8.as_bytes())),
+                &mut || stat(d8.as_bytes()),
+            ),
+        ),
+        (
+            "create/rust-vfs",
+            paired(&mut || tessera_create(&x.p), &mut || rustvfs_create(&x.rv)),
+        ),
+    ];
+    let offs = random_pages();
+    let src = AlignedBuf::new(FILE_SIZE);
+    let (mut dst, mut rdst) = (AlignedBuf::new(PAGE), AlignedBuf::new(PAGE));
+    let fd = x.p.openat(AT_FDCWD, b"/big", OpenFlags::O_RDWR, 0).unwrap();
+    // Plain cells, not atomics: a locked instruction on each side would
+    // pull the ratio towards 1.
+    let i = std::cell::Cell::new(0usize);
+    let next = || {
+        i.set((i.get() + 1) & 4095);
+        offs[i.get()]
+    };
+    let mut memcpy = || {
+        let o = next() as usize;
+        dst.as_mut().copy_from_slice(&src.as_slice()[o..o + PAGE]);
+        black_box(dst.as_slice()[0]);
+    };
+    let pr = paired(
+        &mut || {
+            let o = next() as i64;
+            assert_eq!(x.p.pread(fd, rdst.as_mut(), o).unwrap(), PAGE);
+        },
+        &mut memcpy,
+    );
+    let pw = paired(
+        &mut || {
+            let o = next() as i64;
+            assert_eq!(x.p.pwrite(fd, &src.as_slice()[..PAGE], o).unwrap(), PAGE);
+        },
+        &mut memcpy,
+    );
+    out.push(("pread4k/memcpy4k", pr));
+    out.push(("pwrite4k/memcpy4k", pw));
+    x.p.close(fd).unwrap();
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1288,7 +1431,7 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
-fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
+fn summary(pairs: &PairFigures, threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     let m = |id: &str| median_ns(id);
     let peers = ["tessera", "limit", "linux", "rust-vfs"];
     println!("\n=== core: medians per operation (Tessera / peer ratios) ===");
@@ -1388,6 +1531,27 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
         gbs(w1[0]),
         gbs(w1[2])
     );
+    println!("\n=== paired ratios (15 alternating rounds of ~4 ms a side) ===");
+    for (id, q) in pairs {
+        println!(
+            "{:<28} {:>11} {:>11} {:>8.2}",
+            id,
+            fmt_ns(Some(q.a)),
+            fmt_ns(Some(q.b)),
+            q.ratio
+        );
+    }
+    let pair = |id: &str| pairs.iter().find(|p| p.0 == id).map(|p| p.1);
+    // A ratio target's verdict is the paired ratio's; the criterion
+    // medians' ratio is shown beside it.
+    let both = |a: Option<f64>, b: Option<f64>, id: &str| {
+        format!(
+            "{} (criterion {})",
+            pair(id).map_or("n/a".into(), |q| format!("{:.2}", q.ratio)),
+            ratio(a, b)
+        )
+    };
+    let pr_le = |id: &str, lim: f64| pair(id).map(|q| q.ratio <= lim);
     println!("\n=== targets ===");
     let t = |label: &str, value: String, target: &str, ok: Option<bool>| {
         println!("{:<40} {:<34} {:<30} {}", label, value, target, verdict(ok));
@@ -1398,9 +1562,9 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     let ge = |v: Option<f64>, lim: f64| v.map(|v| v >= lim);
     t(
         "stat depth 8 / limit",
-        ratio(s8[0], s8[1]),
+        both(s8[0], s8[1], "stat8/limit"),
         "<= 1.3",
-        le(r(s8[0], s8[1]), 1.3),
+        pr_le("stat8/limit", 1.3),
     );
     t(
         "stat depth 8: linux / tessera",
@@ -1426,42 +1590,51 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     );
     t(
         "8 symlinks / target directly",
-        ratio(l8[0], tgt[0]),
+        both(l8[0], tgt[0], "links8/target"),
         "<= 3",
-        le(r(l8[0], tgt[0]), 3.0),
+        pr_le("links8/target", 3.0),
     );
     t(
         "ENOENT depth 8 / stat depth 8",
-        ratio(e8[0], s8[0]),
+        both(e8[0], s8[0], "enoent8/stat8"),
         "<= 1",
-        le(r(e8[0], s8[0]), 1.0),
+        pr_le("enoent8/stat8", 1.0),
     );
     t(
         "open+close depth 8 / stat depth 8",
         format!(
-            "{} (/ stat of the file {})",
-            ratio(o8[0], s8[0]),
+            "{}, / stat of the file {}",
+            both(o8[0], s8[0], "open8/stat8"),
             ratio(o8[0], f8)
         ),
         "<= 2",
-        le(r(o8[0], s8[0]), 2.0),
+        pr_le("open8/stat8", 2.0),
     );
     for (label, v) in [
         ("create+close+unlink", &cr),
         ("mkdir+rmdir", &md),
         ("rename", &rn),
     ] {
-        let ok = match (v[0], v[3]) {
-            (Some(a), Some(b)) => Some(a <= 1000.0 && a < b),
-            (Some(a), None) => Some(a <= 1000.0),
+        // create is close to rust-vfs: its comparison is the paired one.
+        let paired = (label == "create+close+unlink")
+            .then(|| pair("create/rust-vfs"))
+            .flatten();
+        let ok = match (v[0], v[3], paired) {
+            (Some(a), _, Some(q)) => Some(a <= 1000.0 && q.ratio < 1.0),
+            (Some(a), Some(b), None) => Some(a <= 1000.0 && a < b),
+            (Some(a), None, None) => Some(a <= 1000.0),
             _ => None,
         };
-        t(
-            label,
-            format!("{} (rust-vfs {})", fmt_ns(v[0]), fmt_ns(v[3])),
-            "<= 1 µs and < rust-vfs",
-            ok,
-        );
+        let value = match paired {
+            Some(q) => format!(
+                "{} (rust-vfs {}; paired ratio {:.2})",
+                fmt_ns(v[0]),
+                fmt_ns(v[3]),
+                q.ratio
+            ),
+            None => format!("{} (rust-vfs {})", fmt_ns(v[0]), fmt_ns(v[3])),
+        };
+        t(label, value, "<= 1 µs and < rust-vfs", ok);
     }
     t(
         "readdir 1,000",
@@ -1474,15 +1647,15 @@ fn summary(threads: &ThreadFigures, mem: &[(String, Option<f64>)]) {
     );
     t(
         "pread 4 KiB / memcpy 4 KiB",
-        ratio(pr[0], memcpy4),
+        both(pr[0], memcpy4, "pread4k/memcpy4k"),
         "<= 3",
-        le(r(pr[0], memcpy4), 3.0),
+        pr_le("pread4k/memcpy4k", 3.0),
     );
     t(
         "pwrite 4 KiB / memcpy 4 KiB",
-        ratio(pw[0], memcpy4),
+        both(pw[0], memcpy4, "pwrite4k/memcpy4k"),
         "<= 3",
-        le(r(pw[0], memcpy4), 3.0),
+        pr_le("pwrite4k/memcpy4k", 3.0),
     );
     t(
         "read 1 MiB: share of memcpy bandwidth",
@@ -1565,28 +1738,11 @@ fn profile_loop(what: &str) {
             "enoent8" => assert!(p.stat(miss.as_bytes()).is_err()),
             "links8" => drop(black_box(p.stat(b"/s/l1").unwrap())),
             "target" => drop(black_box(p.stat(b"/s/t").unwrap())),
-            "open8" => {
-                let fd = p
-                    .openat(AT_FDCWD, f8.as_bytes(), OpenFlags::O_RDONLY, 0)
-                    .unwrap();
-                p.close(fd).unwrap();
-            }
-            "create" => {
-                let fd = p
-                    .openat(
-                        AT_FDCWD,
-                        b"/w/c",
-                        OpenFlags::O_CREAT | OpenFlags::O_WRONLY,
-                        0o644,
-                    )
-                    .unwrap();
-                p.close(fd).unwrap();
-                p.unlinkat(AT_FDCWD, b"/w/c", AtFlags::empty()).unwrap();
-            }
+            "open8" => tessera_open_close(&p, f8.as_bytes()),
+            "create" => tessera_create(&p),
             "rvcreate" => {
                 if let Some(rv) = &rv {
-                    drop(rv.create_file("/w/c").unwrap());
-                    rv.remove_file("/w/c").unwrap();
+                    rustvfs_create(rv);
                 }
             }
             "mkdir" => {
@@ -1668,6 +1824,13 @@ fn main() {
         bench_threads(&x);
         return;
     }
+    // `TESSERA_BENCH_PAIRS=1`: only the paired ratios.
+    if std::env::var_os("TESSERA_BENCH_PAIRS").is_some() {
+        for (id, q) in bench_pairs(&x) {
+            println!("{id:<20} {:>9.1} ns {:>9.1} ns {:>6.2}", q.a, q.b, q.ratio);
+        }
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_walks(&mut c, &x);
     bench_changes(&mut c, &x);
@@ -1676,7 +1839,8 @@ fn main() {
     grow(&x.p, &x.l, &x.lx, &x.rv);
     bench_readdir(&mut c, &x, "big");
     c.final_summary();
+    let pairs = bench_pairs(&x);
     let threads = bench_threads(&x);
     let mem = memory();
-    summary(&threads, &mem);
+    summary(&pairs, &threads, &mem);
 }

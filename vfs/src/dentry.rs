@@ -464,6 +464,11 @@ pub struct Dentry {
     ftype: FileType,
     pub(crate) link: RwLock<Link>,
     pub(crate) dir: Option<Box<DirState>>,
+    /// The directory's id in the lookup cache when its filesystem is
+    /// authoritative (its `DirState::id`), else 0: a copy, so the walk's
+    /// common step reads the dentry's own line and not the state's too
+    /// (a free 8 bytes: the allocation's size class stays the same).
+    cache_id: u64,
     /// How many mounts use this dentry as their mount point: the walker's
     /// lock-free "is anything mounted here" test.
     pub(crate) mounts: AtomicU32,
@@ -507,7 +512,7 @@ impl Dentry {
     /// lock is not taken to set it.
     fn new_at(inode: Arc<dyn Inode>, link: Link) -> Arc<Dentry> {
         let ftype = inode.file_type();
-        let dir = (ftype == FileType::Directory).then(|| {
+        let dir: Option<Box<DirState>> = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
                 id: NEXT_DIR_ID.fetch_add(1, Ordering::Relaxed),
                 op: Mutex::new(()),
@@ -519,11 +524,16 @@ impl Dentry {
                 }),
             })
         });
+        let cache_id = dir
+            .as_ref()
+            .filter(|d| d.coherence == Coherence::Authoritative)
+            .map_or(0, |d| d.id);
         Arc::new(Dentry {
             inode,
             ftype,
             link: RwLock::new(link),
             dir,
+            cache_id,
             mounts: AtomicU32::new(0),
             state: AtomicU8::new(0),
         })
@@ -626,17 +636,19 @@ impl Dentry {
     /// any entry is left to the full lookup, which names the error).
     #[inline(always)]
     pub(crate) fn cached_lookup(&self, name: &[u8]) -> CachedLookup {
-        let Some(ds) = self.dir.as_deref() else {
-            return CachedLookup::Ask;
-        };
-        if ds.coherence == Coherence::Authoritative && !self.is_dead() {
+        if self.cache_id != 0 && !self.is_dead() {
             let hash = name_hash(name);
-            if let Some(e) = dcache::find(ds.id, hash, name) {
+            if let Some(e) = dcache::find(self.cache_id, hash, name) {
                 return CachedLookup::Lent(e);
             }
-            return ds.map_lookup(hash, name);
+            if let Some(ds) = self.dir.as_deref() {
+                return ds.map_lookup(hash, name);
+            }
         }
-        self.cached_lookup_slow(ds, name)
+        match self.dir.as_deref() {
+            Some(ds) => self.cached_lookup_slow(ds, name),
+            None => CachedLookup::Ask,
+        }
     }
 
     /// [`Dentry::cached_lookup`] in a directory that is not authoritative or is dead.

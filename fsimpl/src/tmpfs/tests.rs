@@ -114,11 +114,13 @@ fn bad_options_are_einval() {
 /// Memory per empty file is a target of the core (≤ 400 bytes, see
 /// BENCHMARKS.md): a bigger inode or dentry moves every file to the next
 /// allocator size class. (The dentry keeps a short name inline, which
-/// costs it 8 bytes and saves the name's own allocation.)
+/// costs it 8 bytes and saves the name's own allocation; its copy of the
+/// directory's cache id takes it from 80 to 88 bytes, 104 with the `Arc`
+/// counts, which glibc serves from the same 112-byte chunks as 96.)
 #[test]
 fn inode_and_dentry_stay_small() {
     assert!(std::mem::size_of::<super::TmpInode>() <= 152);
-    assert!(std::mem::size_of::<tessera_vfs::dentry::Dentry>() <= 80);
+    assert!(std::mem::size_of::<tessera_vfs::dentry::Dentry>() <= 88);
     assert!(std::mem::size_of::<tessera_vfs::dentry::Name>() <= 24);
 }
 
