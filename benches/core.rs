@@ -1036,13 +1036,13 @@ struct Pair {
     ratio: f64,
 }
 
-/// Times `a` and `b` in 15 rounds, each a block of about 4 ms of one then
+/// Times `a` and `b` in 41 rounds, each a block of about 1 ms of one then
 /// of the other (which goes first flips every round): the medians of each
 /// side, in ns, and the median of the rounds' ratios a/b. The host's noise
 /// comes in bursts longer than a round, so the two sides of one round run
 /// under one weather; criterion's medians, taken minutes apart, can put a
-/// burst on one side of a ratio only (the same binary measured 3.6x and
-/// 5.3x for the links).
+/// burst on one side of a ratio only (the same binary measured depth-8
+/// stats of 210 and 410 ns a minute apart).
 fn paired(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> Pair {
     let per_op = |f: &mut dyn FnMut()| {
         let (mut n, t) = (0u64, Instant::now());
@@ -1531,7 +1531,7 @@ fn summary(pairs: &PairFigures, threads: &ThreadFigures, mem: &[(String, Option<
         gbs(w1[0]),
         gbs(w1[2])
     );
-    println!("\n=== paired ratios (15 alternating rounds of ~4 ms a side) ===");
+    println!("\n=== paired ratios (41 alternating rounds of ~1 ms a side) ===");
     for (id, q) in pairs {
         println!(
             "{:<28} {:>11} {:>11} {:>8.2}",
