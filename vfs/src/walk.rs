@@ -727,7 +727,10 @@ impl<'a, 'p> Walker<'a, 'p> {
         if self.refwalk && link.mount.is_detached() {
             self.seq_moved = true;
         }
-        self.may_lookup()?;
+        // The directory is the one the link was just looked up in, with
+        // the same credentials: `may_lookup` passed there a moment ago
+        // (Linux checks again; only a concurrent chmod could tell, and
+        // it may as well have come after this lookup).
         self.step(name)
     }
 
