@@ -1028,6 +1028,12 @@ fn bench_io(c: &mut Criterion, x: &Peers) {
 // ---------------------------------------------------------------------------
 // Paired ratios: the two sides of a ratio target timed in alternation.
 
+/// The median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// Two operations timed in alternation, and their ratio.
 #[derive(Clone, Copy)]
 struct Pair {
@@ -1071,10 +1077,6 @@ fn paired(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> Pair {
             }
         })
         .collect();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|x, y| x.total_cmp(y));
-        v[v.len() / 2]
-    };
     Pair {
         a: median(rounds.iter().map(|r| r.0).collect()),
         b: median(rounds.iter().map(|r| r.1).collect()),
@@ -1213,10 +1215,6 @@ fn scaling(f: &(dyn Fn(usize) + Sync)) -> Scaling {
     let pairs: Vec<(f64, f64)> = (0..7)
         .map(|_| (throughput(1, f), throughput(2, f)))
         .collect();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     Scaling {
         one: median(pairs.iter().map(|p| p.0).collect()),
         two: median(pairs.iter().map(|p| p.1).collect()),
