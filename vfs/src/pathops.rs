@@ -238,7 +238,17 @@ fn lock_two<'a>(
     }
 }
 
+/// Walks `w` to the parent of its last name and returns that name; the
+/// call's use of the parent's mount ends with it (see [`Vfs::lookup`]).
+#[inline(always)]
+fn parent_last<'p>(w: &mut Walker<'_, 'p>) -> Result<Last<'p>> {
+    let last = w.walk_to_last()?;
+    w.cur.mount.used();
+    Ok(last)
+}
+
 impl Vfs {
+    #[inline(always)]
     fn walker<'a, 'p>(
         &'a self,
         ctx: &'a PathCtx<'_>,
@@ -326,22 +336,21 @@ impl Vfs {
         Ok(vd)
     }
 
-    // Inlined: the walker and the name come back in place instead of
-    // through a copy that is read back at once.
+    /// A walker for the parent of `path`'s last name: `ENOENT` for an empty
+    /// path. Used with [`parent_last`]; the two are apart so that the walker
+    /// lives in its caller's frame and is not copied out of a `Result` (a
+    /// copy of a structure just written stalls on store forwarding).
     #[inline(always)]
-    fn parent_of<'a, 'p>(
+    fn parent_walker<'a, 'p>(
         &'a self,
         ctx: &'a PathCtx<'_>,
         start: &'a VirtualDentry,
         path: &'p [u8],
-    ) -> Result<(Walker<'a, 'p>, Last<'p>)> {
+    ) -> Result<Walker<'a, 'p>> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
-        let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
-        let last = w.walk_to_last()?;
-        w.cur.mount.used();
-        Ok((w, last))
+        self.walker(ctx, start, path, ResolveFlags::empty())
     }
 
     /// `filename_create`: resolves the parent of a new name, then under the
@@ -356,8 +365,8 @@ impl Vfs {
         want_dir: bool,
         make: impl FnOnce(&VirtualDentry, &[u8]) -> Result<T>,
     ) -> Result<T> {
-        let (w, last) = self.parent_of(ctx, start, path)?;
-        let Last::Name(name) = last else {
+        let mut w = self.parent_walker(ctx, start, path)?;
+        let Last::Name(name) = parent_last(&mut w)? else {
             return Err(Errno::EEXIST);
         };
         let trailing = w.must_be_dir;
@@ -576,7 +585,8 @@ impl Vfs {
             return Err(Errno::EINVAL);
         }
         let is_dir = flags.contains(AtFlags::AT_REMOVEDIR);
-        let (w, last) = self.parent_of(ctx, start, path)?;
+        let mut w = self.parent_walker(ctx, start, path)?;
+        let last = parent_last(&mut w)?;
         let trailing = w.must_be_dir;
         let name = match last {
             Last::Name(n) => n,
@@ -639,10 +649,12 @@ impl Vfs {
         {
             return Err(Errno::EINVAL);
         }
-        let (ow, olast) = self.parent_of(ctx, old_start, old)?;
+        let mut ow = self.parent_walker(ctx, old_start, old)?;
+        let olast = parent_last(&mut ow)?;
         let old_trailing = ow.must_be_dir;
         let old_dir = ow.cur.into_vd();
-        let (nw, nlast) = self.parent_of(ctx, new_start, new)?;
+        let mut nw = self.parent_walker(ctx, new_start, new)?;
+        let nlast = parent_last(&mut nw)?;
         let new_trailing = nw.must_be_dir;
         let new_dir = nw.cur.into_vd();
         if !Arc::ptr_eq(&old_dir.mount, &new_dir.mount) {

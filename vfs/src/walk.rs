@@ -274,6 +274,7 @@ pub struct Walker<'a, 'p> {
 impl<'a, 'p> Walker<'a, 'p> {
     /// Starts a walk of `path` from `start`, with `root` as the process root.
     /// Checks the path length and the starting point as `path_init` does.
+    #[inline(always)]
     pub fn new(
         vfs: &'a Vfs,
         cred: &'a Credentials,
