@@ -634,10 +634,11 @@ impl Dentry {
     /// directory whose filesystem needs no revalidation answers from the
     /// cache; an authoritative one also answers a miss (a name too long for
     /// any entry is left to the full lookup, which names the error).
+    /// `hash` is the name's [`name_hash`] when the caller has it.
     #[inline(always)]
-    pub(crate) fn cached_lookup(&self, name: &[u8]) -> CachedLookup {
+    pub(crate) fn cached_lookup(&self, name: &[u8], hash: Option<u64>) -> CachedLookup {
         if self.cache_id != 0 && !self.is_dead() {
-            let hash = name_hash(name);
+            let hash = hash.unwrap_or_else(|| name_hash(name));
             if let Some(e) = dcache::find(self.cache_id, hash, name) {
                 return CachedLookup::Lent(e);
             }

@@ -13,6 +13,41 @@ use crate::abi::*;
 use crate::cred::Credentials;
 use crate::perm::Owner;
 
+/// A symbolic link's target as a filesystem keeps it: the bytes, and, when
+/// the target is one name to look up in the link's own directory (not
+/// empty, no slash, not `.` or `..`: the common `libc.so.6 ->
+/// libc-2.36.so`), that name's hash. Made once when the link is made, so
+/// that following the link starts its lookup without reading the target.
+#[derive(Clone, Debug)]
+pub struct LinkTarget {
+    bytes: Arc<[u8]>,
+    plain: Option<u64>,
+}
+
+impl LinkTarget {
+    /// The target `bytes`.
+    pub fn new(bytes: &[u8]) -> LinkTarget {
+        let plain = (!matches!(bytes, b"" | b"." | b"..") && !bytes.contains(&b'/'))
+            .then(|| crate::dentry::name_hash(bytes));
+        LinkTarget {
+            bytes: bytes.into(),
+            plain,
+        }
+    }
+
+    /// The target.
+    #[inline]
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
+    /// The hash of the target when it is one plain name.
+    #[inline]
+    pub(crate) fn plain_hash(&self) -> Option<u64> {
+        self.plain
+    }
+}
+
 /// What a new node should be: the arguments of create, mkdir, mknod and symlink.
 #[derive(Clone, Copy, Debug)]
 pub struct NewNode<'a> {
@@ -179,7 +214,7 @@ pub trait Inode: Send + Sync + 'static {
     /// Linux's are not): the walker reads it in place while it holds the
     /// link, touching no reference count. `None` makes it ask
     /// [`Inode::link_target`].
-    fn link_bytes(&self) -> Option<&[u8]> {
+    fn kept_link(&self) -> Option<&LinkTarget> {
         None
     }
 
@@ -302,4 +337,31 @@ pub trait FilesystemOps: Send + Sync + 'static {
 
     /// Access to the concrete type.
     fn as_any(&self) -> &dyn Any;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkTarget;
+    use crate::dentry::name_hash;
+
+    #[test]
+    fn only_one_plain_name_gets_a_hash() {
+        for t in [&b"libc-2.36.so"[..], b"x", b"...", b".hidden", b"a b"] {
+            assert_eq!(LinkTarget::new(t).plain_hash(), Some(name_hash(t)), "{t:?}");
+        }
+        for t in [
+            &b""[..],
+            b".",
+            b"..",
+            b"/",
+            b"/x",
+            b"x/",
+            b"a/b",
+            b"../x",
+            b"./x",
+        ] {
+            assert_eq!(LinkTarget::new(t).plain_hash(), None, "{t:?}");
+        }
+        assert_eq!(&**LinkTarget::new(b"a/b").bytes(), b"a/b");
+    }
 }

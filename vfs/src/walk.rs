@@ -475,7 +475,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    let mut met = self.step(name)?;
+                    let mut met = self.step(name, None)?;
                     while let Some(link) = met {
                         met = self.follow_step(link)?;
                     }
@@ -510,9 +510,10 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// a symbolic link, which is returned instead and `cur` stays. The common
     /// step keeps the current mount and only swaps the dentry, so a walk
     /// within one mount touches no mount reference count.
+    /// `hash` is the name's hash when the caller has it.
     #[inline(always)]
-    fn step(&mut self, name: &[u8]) -> Result<Option<Place<'a>>> {
-        let dentry = self.child(name)?;
+    fn step(&mut self, name: &[u8], hash: Option<u64>) -> Result<Option<Place<'a>>> {
+        let dentry = self.child(name, hash)?;
         let (mountpoint, ftype) = {
             let d: &Dentry = &dentry;
             (d.is_mountpoint(), d.file_type())
@@ -544,8 +545,8 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// The child `name` of the current directory: from the cache when it
     /// can answer, else from the full lookup.
     #[inline(always)]
-    fn child(&self, name: &[u8]) -> Result<DentryRef<'a>> {
-        match self.cur.dentry.cached_lookup(name) {
+    fn child(&self, name: &[u8], hash: Option<u64>) -> Result<DentryRef<'a>> {
+        match self.cur.dentry.cached_lookup(name, hash) {
             CachedLookup::Lent(e) => Ok(DentryRef(DRepr::Lent(e))),
             CachedLookup::Hit(d) => Ok(DentryRef::owned(d)),
             CachedLookup::Absent => Err(self.unlazy(Errno::ENOENT)),
@@ -555,7 +556,7 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Looks `name` up in the current directory and crosses any mount on it.
     pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
-        let dentry = self.child(name)?.into_owned();
+        let dentry = self.child(name, None)?.into_owned();
         let mut vd = VirtualDentry {
             mount: Arc::clone(&self.cur.mount),
             dentry,
@@ -717,11 +718,17 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// but the link itself. Any other target is pushed as a segment.
     #[inline(always)]
     fn follow_step(&mut self, link: Place<'a>) -> Result<Option<Place<'a>>> {
-        self.may_follow(&link.mount, &link.dentry)?;
-        let inode = link.dentry.inode();
-        let Some(name) = inode.link_bytes().filter(|t| is_plain_name(t)) else {
+        // One dereference: each one matches on how the dentry is held.
+        let d: &Dentry = &link.dentry;
+        self.may_follow(&link.mount, d)?;
+        let inode = d.inode();
+        let Some(target) = inode.kept_link() else {
             let target = inode.link_target()?;
             self.push_target(&link.mount, target)?;
+            return Ok(None);
+        };
+        let Some(hash) = target.plain_hash() else {
+            self.push_target(&link.mount, target.bytes().clone())?;
             return Ok(None);
         };
         // The link is put as its only name is taken (see `LinkSeg`).
@@ -732,7 +739,7 @@ impl<'a, 'p> Walker<'a, 'p> {
         // the same credentials: `may_lookup` passed there a moment ago
         // (Linux checks again; only a concurrent chmod could tell, and
         // it may as well have come after this lookup).
-        self.step(name)
+        self.step(target.bytes(), Some(hash))
     }
 
     /// Resolves the whole path. `follow` follows a final symbolic link (a
@@ -756,7 +763,7 @@ impl<'a, 'p> Walker<'a, 'p> {
                 b"." => {}
                 b".." => self.dotdot()?,
                 _ => {
-                    let mut met = self.step(name)?;
+                    let mut met = self.step(name, None)?;
                     while let Some(link) = met {
                         if last && !follow && !self.must_be_dir {
                             self.cur = link;
@@ -772,13 +779,6 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         Ok(())
     }
-}
-
-/// Whether a link's target is one name to look up: not empty, no slash,
-/// not `.` or `..`.
-#[inline(always)]
-fn is_plain_name(t: &[u8]) -> bool {
-    !matches!(t, b"" | b"." | b"..") && !t.contains(&b'/')
 }
 
 /// [`Walker::unlazy`] for code that holds no walker.

@@ -35,7 +35,7 @@ use tessera_vfs::acl;
 use tessera_vfs::fstype::{
     parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
 };
-use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, NewNode};
+use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, LinkTarget, NewNode};
 use tessera_vfs::mgtime::{MgClock, MgInode, MgLink};
 use tessera_vfs::perm::Owner;
 use tessera_vfs::pipe;
@@ -525,7 +525,7 @@ impl Drop for MetaGuard<'_> {
 /// What an inode holds by its type.
 enum Data {
     Regular(File),
-    Symlink(Arc<[u8]>, MgLink),
+    Symlink(LinkTarget, MgLink),
     Fifo(Arc<pipe::Pipe>),
     /// The number of entries (for the size): an atomic for `stat`, as a
     /// file's size is (see [`File`]), written only under `meta`. It is kept
@@ -593,7 +593,9 @@ impl TmpInode {
         let now = fs.now();
         let data = match node.ftype {
             FileType::Regular => Data::Regular(File::new()),
-            FileType::Symlink => Data::Symlink(node.target.into(), MgLink::new(fs.mg.coarse())),
+            FileType::Symlink => {
+                Data::Symlink(LinkTarget::new(node.target), MgLink::new(fs.mg.coarse()))
+            }
             FileType::Fifo => Data::Fifo(Arc::new(pipe::Pipe::default())),
             FileType::Directory => Data::Directory(AtomicU32::new(0)),
             _ if node.ftype.is_device() => Data::Device(node.rdev),
@@ -733,6 +735,7 @@ impl TmpInode {
         match &self.data {
             Data::Regular(f) => (f.size(), f.blocks()),
             Data::Symlink(t, _) => {
+                let t = t.bytes();
                 let blocks = if is_long_link(t) {
                     PAGE_SIZE as u64 / 512
                 } else {
@@ -751,7 +754,7 @@ impl Drop for TmpInode {
         let fs = &self.fs;
         match &mut self.data {
             Data::Regular(f) => fs.release_pages(f.pages_held()),
-            Data::Symlink(t, _) if is_long_link(t) => fs.release_pages(1),
+            Data::Symlink(t, _) if is_long_link(t.bytes()) => fs.release_pages(1),
             _ => {}
         }
         if let Some(x) = self.meta.get_mut().take() {
@@ -989,19 +992,19 @@ impl Inode for TmpInode {
 
     fn readlink(&self) -> Result<Vec<u8>> {
         match &self.data {
-            Data::Symlink(t, _) => Ok(t.to_vec()),
+            Data::Symlink(t, _) => Ok(t.bytes().to_vec()),
             _ => Err(Errno::EINVAL),
         }
     }
 
     fn link_target(&self) -> Result<Arc<[u8]>> {
         match &self.data {
-            Data::Symlink(t, _) => Ok(t.clone()),
+            Data::Symlink(t, _) => Ok(t.bytes().clone()),
             _ => Err(Errno::EINVAL),
         }
     }
 
-    fn link_bytes(&self) -> Option<&[u8]> {
+    fn kept_link(&self) -> Option<&LinkTarget> {
         match &self.data {
             Data::Symlink(t, _) => Some(t),
             _ => None,
