@@ -109,11 +109,21 @@ pub trait Inode: Send + Sync + 'static {
     /// All attributes.
     fn stat(&self) -> Statx;
 
-    /// [`Inode::stat`] written into `st`, where the caller hands it out:
-    /// copying a structure just written field by field stalls the processor
-    /// (store forwarding), which costs as much as a walk step.
-    fn stat_into(&self, st: &mut Statx) {
-        *st = self.stat();
+    /// What a `stat` system call answers: [`Inode::stat`] with the mount's
+    /// device and id, and the times marked read ([`Inode::times_queried`]).
+    /// A filesystem that builds the whole answer at once lets it be written
+    /// where the caller receives it: patching a copy means reading back a
+    /// structure just written field by field, which stalls the processor
+    /// (store forwarding) for about as long as a walk step.
+    fn stat_for_call(&self, dev: DevId, mnt_id: u64) -> Statx {
+        self.times_queried();
+        let st = self.stat();
+        Statx {
+            dev,
+            mnt_id,
+            mask: st.mask | StatxMask::MNT_ID,
+            ..st
+        }
     }
 
     /// A `stat` system call read the times: a filesystem with multigrain

@@ -173,22 +173,10 @@ fn may_linkat(cred: &Credentials, src: &VirtualDentry) -> Result<()> {
     }
 }
 
-/// The attributes of `dentry` on `mount`, with the mount's device and id.
-fn stat_at(mount: &Mount, dentry: &Dentry) -> Statx {
-    let mut st = Statx::default();
-    stat_into(mount, dentry, &mut st);
-    st
-}
-
-/// [`stat_at`] into `st`.
+/// What `stat` answers for `dentry` on `mount` (see [`Inode::stat_for_call`]).
 #[inline]
-fn stat_into(mount: &Mount, dentry: &Dentry, st: &mut Statx) {
-    let inode = dentry.inode();
-    inode.times_queried();
-    inode.stat_into(st);
-    st.dev = mount.fs().dev();
-    st.mnt_id = mount.id();
-    st.mask |= StatxMask::MNT_ID;
+fn stat_at(mount: &Mount, dentry: &Dentry) -> Statx {
+    dentry.inode().stat_for_call(mount.fs().dev(), mount.id())
 }
 
 /// `may_create`: permission to add a name to `dir`.
@@ -841,45 +829,29 @@ impl Vfs {
         path: &[u8],
         flags: AtFlags,
     ) -> Result<Statx> {
-        // The attributes are written where the caller receives them (one
-        // result, returned on every path): a copy of a structure just
-        // written field by field stalls on store forwarding, which costs
-        // as much as a walk step.
-        let mut out = Ok(Statx::default());
-        if let Ok(st) = &mut out {
-            if let Err(e) = self.fstatat_into(ctx, start, path, flags, st) {
-                out = Err(e);
-            }
-        }
-        out
-    }
-
-    /// [`Vfs::fstatat`] into `st`.
-    fn fstatat_into(
-        &self,
-        ctx: &PathCtx<'_>,
-        start: &VirtualDentry,
-        path: &[u8],
-        flags: AtFlags,
-        st: &mut Statx,
-    ) -> Result<()> {
         let allowed =
             AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH | AtFlags::AT_NO_AUTOMOUNT;
         if path.is_empty() {
             let vd = self.lookup_at(ctx, start, path, flags, allowed)?;
-            stat_into(&vd.mount, &vd.dentry, st);
-            return Ok(());
+            return Ok(stat_at(&vd.mount, &vd.dentry));
         }
         if !(flags - allowed).is_empty() {
             return Err(Errno::EINVAL);
         }
-        // `lookup_at` without taking the result: a walk that ends on a
-        // borrowed place (or keeps only its own reference) is read in place.
-        let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
-        w.resolve_here(!flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), false)?;
-        w.cur.mount.used();
-        stat_into(&w.cur.mount, &w.cur.dentry, st);
-        Ok(())
+        // The walk is put down at the end of the block (returning a cache
+        // loan is a locked instruction, which drains the store buffer)
+        // before the answer, just written field by field, is copied out:
+        // read back at once it would wait on store forwarding.
+        let st = {
+            // `lookup_at` without taking the result: a walk that ends on a
+            // borrowed place (or keeps only its own reference) is read in
+            // place.
+            let mut w = self.walker(ctx, start, path, ResolveFlags::empty())?;
+            w.resolve_here(!flags.contains(AtFlags::AT_SYMLINK_NOFOLLOW), false)?;
+            w.cur.mount.used();
+            stat_at(&w.cur.mount, &w.cur.dentry)
+        };
+        Ok(st)
     }
 
     /// `faccessat2(2)`.

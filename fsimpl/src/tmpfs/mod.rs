@@ -730,6 +730,37 @@ impl TmpInode {
         i.as_any().downcast_ref::<TmpInode>().ok_or(Errno::EXDEV)
     }
 
+    /// The attributes, with the mount's part given: built in one piece, so
+    /// that they are written where the caller receives them.
+    #[inline(always)]
+    fn stat_as(&self, dev: DevId, mnt_id: u64, extra: StatxMask) -> Statx {
+        // No lock and no write to the inode (see the module's locking notes).
+        let (size, blocks) = self.size_and_blocks();
+        let o = self.owner();
+        let a = self.attrs.read();
+        Statx {
+            mask: StatxMask::BASIC_STATS | extra,
+            blksize: PAGE_SIZE as u32,
+            nlink: a.nlink,
+            uid: o.uid,
+            gid: o.gid,
+            mode: o.mode,
+            ino: self.ino,
+            size,
+            blocks,
+            atime: a.atime,
+            btime: Timespec::default(),
+            ctime: a.ctime,
+            mtime: a.mtime,
+            rdev: match &self.data {
+                Data::Device(d) => *d,
+                _ => DevId::default(),
+            },
+            dev,
+            mnt_id,
+        }
+    }
+
     /// The size and the 512-byte blocks, without a lock.
     fn size_and_blocks(&self) -> (u64, u64) {
         match &self.data {
@@ -800,35 +831,12 @@ impl Inode for TmpInode {
     }
 
     fn stat(&self) -> Statx {
-        let mut st = Statx::default();
-        self.stat_into(&mut st);
-        st
+        self.stat_as(DevId::default(), 0, StatxMask::empty())
     }
 
-    fn stat_into(&self, st: &mut Statx) {
-        // No lock and no write to the inode (see the module's locking notes).
-        let (size, blocks) = self.size_and_blocks();
-        let o = self.owner();
-        let a = self.attrs.read();
-        st.size = size;
-        st.blocks = blocks;
-        st.mask = StatxMask::BASIC_STATS;
-        st.blksize = PAGE_SIZE as u32;
-        st.nlink = a.nlink;
-        st.uid = o.uid;
-        st.gid = o.gid;
-        st.mode = o.mode;
-        st.ino = self.ino;
-        st.atime = a.atime;
-        st.btime = Timespec::default();
-        st.ctime = a.ctime;
-        st.mtime = a.mtime;
-        st.rdev = match &self.data {
-            Data::Device(d) => *d,
-            _ => DevId::default(),
-        };
-        st.dev = DevId::default();
-        st.mnt_id = 0;
+    fn stat_for_call(&self, dev: DevId, mnt_id: u64) -> Statx {
+        self.times_queried();
+        self.stat_as(dev, mnt_id, StatxMask::MNT_ID)
     }
 
     fn setattr(&self, _ctx: &Ctx<'_>, attr: &SetAttr) -> Result<()> {
