@@ -246,6 +246,20 @@ impl Vfs {
             return Err(Errno::ENOTDIR);
         }
         Self::check_in_ns(ns, &target.mount)?;
+        // `attach_recursive_mnt` first takes a mount point on the root of
+        // the topmost mount stacked on the tree's root (where mounts met by
+        // propagation are tucked): a removed root there is ENOENT, whether
+        // it is the bind's own source or a mount a recursive bind copied on
+        // top of it.
+        let mut topmost = 0;
+        while let Some(i) = (topmost + 1..tree.len()).find(|&i| {
+            matches!(&tree[i].1, Some((p, mp)) if *p == topmost && Arc::ptr_eq(mp, tree[topmost].0.root()))
+        }) {
+            topmost = i;
+        }
+        if tree[topmost].0.root().is_dead() {
+            return Err(Errno::ENOENT);
+        }
         // Every peer and slave of the parent that can see the mount point
         // gets a copy. They are counted before anything is attached, so a
         // mount that would overflow the namespace leaves it as it was
@@ -402,10 +416,6 @@ impl Vfs {
         if source.mount.prop.lock().unbindable {
             return Err(Errno::EINVAL);
         }
-        // A removed directory (or file) cannot be the root of a new bind.
-        if source.dentry.is_dead() {
-            return Err(Errno::ENOENT);
-        }
         let clone_one = |m: &Arc<Mount>, root: &Arc<Dentry>| {
             let c = Mount::new(m.fs().clone(), root.clone(), m.flags(), m.source());
             {
@@ -537,6 +547,11 @@ impl Vfs {
                 return Err(Errno::ELOOP);
             }
             cur = c.parent().map(|(p, _)| p);
+        }
+        // As for a bind (see `graft`): the root of the topmost mount
+        // stacked on the moved one must not have been removed.
+        if self.top_of(&VirtualDentry::root_of(&m)).dentry.is_dead() {
+            return Err(Errno::ENOENT);
         }
         let subtree = Self::subtree(ns, &m);
         self.detach_locked(ns, &m);
