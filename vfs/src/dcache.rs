@@ -60,7 +60,8 @@ pub(crate) type Lent = Guard<Arc<Entry>>;
 const SLOTS: usize = 1 << 13;
 
 struct Table {
-    slots: Box<[ArcSwap<Entry>]>,
+    /// A fixed length, so that a slot's index needs no bounds check.
+    slots: Box<[ArcSwap<Entry>; SLOTS]>,
     /// What an empty slot holds: an entry no directory matches (ids start
     /// at 1), so a lookup is one comparison whether a slot is used or not.
     empty: Arc<Entry>,
@@ -73,7 +74,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         child: Dentry::new(Arc::new(Nothing), None, Name::default()),
     });
     Table {
-        slots: (0..SLOTS).map(|_| ArcSwap::new(empty.clone())).collect(),
+        slots: Box::new(std::array::from_fn(|_| ArcSwap::new(empty.clone()))),
         empty,
     }
 });

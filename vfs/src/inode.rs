@@ -11,27 +11,32 @@ use std::sync::Arc;
 
 use crate::abi::*;
 use crate::cred::Credentials;
+use crate::mgtime::{MgInode, MgLink};
 use crate::perm::Owner;
 
 /// A symbolic link's target as a filesystem keeps it: the bytes, and, when
 /// the target is one name to look up in the link's own directory (not
 /// empty, no slash, not `.` or `..`: the common `libc.so.6 ->
-/// libc-2.36.so`), that name's hash. Made once when the link is made, so
-/// that following the link starts its lookup without reading the target.
-#[derive(Clone, Debug)]
+/// libc-2.36.so`), that name's hash; with the link's access time. Made once
+/// when the link is made, so that following the link starts its lookup
+/// without reading the target, and decides on the access time without a
+/// call into the filesystem.
+#[derive(Debug)]
 pub struct LinkTarget {
     bytes: Arc<[u8]>,
     plain: Option<u64>,
+    atime: MgLink,
 }
 
 impl LinkTarget {
-    /// The target `bytes`.
-    pub fn new(bytes: &[u8]) -> LinkTarget {
+    /// The target `bytes` of a link made at multigrain time `created`.
+    pub fn new(bytes: &[u8], created: u32) -> LinkTarget {
         let plain = (!matches!(bytes, b"" | b"." | b"..") && !bytes.contains(&b'/'))
             .then(|| crate::dentry::name_hash(bytes));
         LinkTarget {
             bytes: bytes.into(),
             plain,
+            atime: MgLink::new(created),
         }
     }
 
@@ -41,11 +46,27 @@ impl LinkTarget {
         &self.bytes
     }
 
+    /// The link's access time in the multigrain order.
+    #[inline]
+    pub fn atime(&self) -> &MgLink {
+        &self.atime
+    }
+
     /// The hash of the target when it is one plain name.
     #[inline]
     pub(crate) fn plain_hash(&self) -> Option<u64> {
         self.plain
     }
+}
+
+/// What [`Inode::kept_link`] lends: the target, and the link's ctime, which
+/// the access-time rule compares with.
+#[derive(Clone, Copy, Debug)]
+pub struct KeptLink<'a> {
+    /// The target and the access time.
+    pub target: &'a LinkTarget,
+    /// The link inode's ctime.
+    pub ctime: &'a MgInode,
 }
 
 /// What a new node should be: the arguments of create, mkdir, mknod and symlink.
@@ -224,7 +245,7 @@ pub trait Inode: Send + Sync + 'static {
     /// Linux's are not): the walker reads it in place while it holds the
     /// link, touching no reference count. `None` makes it ask
     /// [`Inode::link_target`].
-    fn kept_link(&self) -> Option<&LinkTarget> {
+    fn kept_link(&self) -> Option<KeptLink<'_>> {
         None
     }
 
@@ -357,7 +378,11 @@ mod tests {
     #[test]
     fn only_one_plain_name_gets_a_hash() {
         for t in [&b"libc-2.36.so"[..], b"x", b"...", b".hidden", b"a b"] {
-            assert_eq!(LinkTarget::new(t).plain_hash(), Some(name_hash(t)), "{t:?}");
+            assert_eq!(
+                LinkTarget::new(t, 0).plain_hash(),
+                Some(name_hash(t)),
+                "{t:?}"
+            );
         }
         for t in [
             &b""[..],
@@ -370,8 +395,8 @@ mod tests {
             b"../x",
             b"./x",
         ] {
-            assert_eq!(LinkTarget::new(t).plain_hash(), None, "{t:?}");
+            assert_eq!(LinkTarget::new(t, 0).plain_hash(), None, "{t:?}");
         }
-        assert_eq!(&**LinkTarget::new(b"a/b").bytes(), b"a/b");
+        assert_eq!(&**LinkTarget::new(b"a/b", 0).bytes(), b"a/b");
     }
 }

@@ -33,6 +33,7 @@ pub struct MgClock {
 
 impl MgClock {
     /// The coarse time: what a change gets when nobody looked.
+    #[inline]
     pub fn coarse(&self) -> u32 {
         self.floor.load(Ordering::Acquire)
     }
@@ -53,6 +54,7 @@ impl MgClock {
 }
 
 /// Whether stamp `a` is later than stamp `b`.
+#[inline]
 pub fn after(a: u32, b: u32) -> bool {
     let d = a.wrapping_sub(b) & STAMP_MASK;
     d != 0 && d < 1 << 29
@@ -70,6 +72,7 @@ impl MgInode {
     }
 
     /// The ctime stamp.
+    #[inline]
     pub fn ctime(&self) -> u32 {
         self.0.load(Ordering::Acquire) & STAMP_MASK
     }
@@ -101,6 +104,7 @@ impl MgInode {
 
     /// `current_time`: the time a change made now would read, fine-grained
     /// when the ctime was queried and the coarse time equals it.
+    #[inline]
     pub fn current_time(&self, clock: &MgClock) -> u32 {
         let cur = self.0.load(Ordering::Acquire);
         let now = clock.coarse();
@@ -132,6 +136,7 @@ impl MgLink {
     /// `atime_needs_update` of a link: relative atime (`relatime`) updates
     /// only an atime not later than the mtime or ctime; then the current
     /// time must differ from the atime.
+    #[inline]
     pub fn atime_needs_update(&self, inode: &MgInode, clock: &MgClock, relatime: bool) -> bool {
         let atime = self.atime.load(Ordering::Acquire);
         if relatime && after(atime, self.mtime) && after(atime, inode.ctime()) {

@@ -812,7 +812,13 @@ impl Vfs {
                 Errno::EINVAL
             });
         }
-        crate::walk::link_accessed(self, &vd.mount, &vd.dentry, false)?;
+        crate::walk::link_accessed(
+            self,
+            &vd.mount,
+            &vd.dentry,
+            vd.dentry.inode().kept_link(),
+            false,
+        )?;
         vd.dentry.inode().readlink()
     }
 

@@ -24,7 +24,7 @@ use crate::abi::*;
 use crate::cred::Credentials;
 use crate::dcache;
 use crate::dentry::{CachedLookup, Dentry};
-use crate::inode::{Coherence, Ctx};
+use crate::inode::{Coherence, Ctx, KeptLink};
 use crate::mount::{MntFlags, Mount, VirtualDentry};
 use crate::perm::{self, May};
 use crate::Vfs;
@@ -660,15 +660,25 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// (jumping to the root for an absolute one). The current directory
     /// stays the link's directory, so a relative target resolves from there.
     pub fn follow_link(&mut self, mount: &Arc<Mount>, dentry: &Dentry) -> Result<()> {
-        self.may_follow(mount, dentry)?;
-        let target = dentry.inode().link_target()?;
+        let inode = dentry.inode();
+        let kept = inode.kept_link();
+        self.may_follow(mount, dentry, kept)?;
+        let target = match kept {
+            Some(k) => k.target.bytes().clone(),
+            None => inode.link_target()?,
+        };
         self.push_target(mount, target)
     }
 
     /// The checks of following the link `dentry` on `mount`, counted as a
     /// followed link; touches its access time (see [`link_accessed`]).
     #[inline(always)]
-    fn may_follow(&mut self, mount: &Mount, dentry: &Dentry) -> Result<()> {
+    fn may_follow(
+        &mut self,
+        mount: &Mount,
+        dentry: &Dentry,
+        kept: Option<KeptLink<'_>>,
+    ) -> Result<()> {
         if self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
             return Err(Errno::ELOOP);
         }
@@ -683,6 +693,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             self.vfs,
             mount,
             dentry,
+            kept,
             self.resolve.contains(ResolveFlags::RESOLVE_CACHED),
         )? {
             self.refwalk = true;
@@ -720,9 +731,10 @@ impl<'a, 'p> Walker<'a, 'p> {
     fn follow_step(&mut self, link: Place<'a>) -> Result<Option<Place<'a>>> {
         // One dereference: each one matches on how the dentry is held.
         let d: &Dentry = &link.dentry;
-        self.may_follow(&link.mount, d)?;
         let inode = d.inode();
-        let Some(target) = inode.kept_link() else {
+        let kept = inode.kept_link();
+        self.may_follow(&link.mount, d, kept)?;
+        let Some(KeptLink { target, .. }) = kept else {
             let target = inode.link_target()?;
             self.push_target(&link.mount, target)?;
             return Ok(None);
@@ -814,15 +826,32 @@ fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<(
 /// with `EAGAIN` (the update cannot be made lock-free), which is how the
 /// history of stats and changes shows through (see [`crate::mgtime`]).
 /// Returns whether the walk had to leave RCU mode for it.
-pub(crate) fn link_accessed(vfs: &Vfs, mount: &Mount, link: &Dentry, cached: bool) -> Result<bool> {
+#[inline(always)]
+pub(crate) fn link_accessed(
+    vfs: &Vfs,
+    mount: &Mount,
+    link: &Dentry,
+    kept: Option<KeptLink<'_>>,
+    cached: bool,
+) -> Result<bool> {
     let flags = mount.flags();
-    let inode = link.inode();
     // A read-only superblock never needs an update (`IS_NOATIME`); a
     // read-only mount does, but cannot make it.
-    if flags.contains(MntFlags::NOATIME)
-        || mount.fs().is_readonly()
-        || !inode.atime_needs_update(vfs.mg_clock(), flags.contains(MntFlags::RELATIME))
-    {
+    if flags.contains(MntFlags::NOATIME) || mount.fs().is_readonly() {
+        return Ok(false);
+    }
+    let relatime = flags.contains(MntFlags::RELATIME);
+    let inode = link.inode();
+    // A kept target carries the access time: decided here, without a call
+    // into the filesystem on every link followed.
+    let needs = match kept {
+        Some(k) => k
+            .target
+            .atime()
+            .atime_needs_update(k.ctime, vfs.mg_clock(), relatime),
+        None => inode.atime_needs_update(vfs.mg_clock(), relatime),
+    };
+    if !needs {
         return Ok(false);
     }
     if cached {

@@ -35,8 +35,8 @@ use tessera_vfs::acl;
 use tessera_vfs::fstype::{
     parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
 };
-use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, LinkTarget, NewNode};
-use tessera_vfs::mgtime::{MgClock, MgInode, MgLink};
+use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, KeptLink, LinkTarget, NewNode};
+use tessera_vfs::mgtime::{MgClock, MgInode};
 use tessera_vfs::perm::Owner;
 use tessera_vfs::pipe;
 use tessera_vfs::Clock;
@@ -525,7 +525,7 @@ impl Drop for MetaGuard<'_> {
 /// What an inode holds by its type.
 enum Data {
     Regular(File),
-    Symlink(LinkTarget, MgLink),
+    Symlink(LinkTarget),
     Fifo(Arc<pipe::Pipe>),
     /// The number of entries (for the size): an atomic for `stat`, as a
     /// file's size is (see [`File`]), written only under `meta`. It is kept
@@ -593,9 +593,7 @@ impl TmpInode {
         let now = fs.now();
         let data = match node.ftype {
             FileType::Regular => Data::Regular(File::new()),
-            FileType::Symlink => {
-                Data::Symlink(LinkTarget::new(node.target), MgLink::new(fs.mg.coarse()))
-            }
+            FileType::Symlink => Data::Symlink(LinkTarget::new(node.target, fs.mg.coarse())),
             FileType::Fifo => Data::Fifo(Arc::new(pipe::Pipe::default())),
             FileType::Directory => Data::Directory(AtomicU32::new(0)),
             _ if node.ftype.is_device() => Data::Device(node.rdev),
@@ -765,7 +763,7 @@ impl TmpInode {
     fn size_and_blocks(&self) -> (u64, u64) {
         match &self.data {
             Data::Regular(f) => (f.size(), f.blocks()),
-            Data::Symlink(t, _) => {
+            Data::Symlink(t) => {
                 let t = t.bytes();
                 let blocks = if is_long_link(t) {
                     PAGE_SIZE as u64 / 512
@@ -785,7 +783,7 @@ impl Drop for TmpInode {
         let fs = &self.fs;
         match &mut self.data {
             Data::Regular(f) => fs.release_pages(f.pages_held()),
-            Data::Symlink(t, _) if is_long_link(t.bytes()) => fs.release_pages(1),
+            Data::Symlink(t) if is_long_link(t.bytes()) => fs.release_pages(1),
             _ => {}
         }
         if let Some(x) = self.meta.get_mut().take() {
@@ -818,14 +816,14 @@ impl Inode for TmpInode {
 
     fn atime_needs_update(&self, clock: &MgClock, relatime: bool) -> bool {
         match &self.data {
-            Data::Symlink(_, l) => l.atime_needs_update(&self.mgt, clock, relatime),
+            Data::Symlink(t) => t.atime().atime_needs_update(&self.mgt, clock, relatime),
             _ => false,
         }
     }
 
     fn touch_atime(&self, clock: &MgClock) {
-        if let Data::Symlink(_, l) = &self.data {
-            l.touch(&self.mgt, clock);
+        if let Data::Symlink(t) = &self.data {
+            t.atime().touch(&self.mgt, clock);
             self.write_meta().atime = self.now();
         }
     }
@@ -1000,21 +998,24 @@ impl Inode for TmpInode {
 
     fn readlink(&self) -> Result<Vec<u8>> {
         match &self.data {
-            Data::Symlink(t, _) => Ok(t.bytes().to_vec()),
+            Data::Symlink(t) => Ok(t.bytes().to_vec()),
             _ => Err(Errno::EINVAL),
         }
     }
 
     fn link_target(&self) -> Result<Arc<[u8]>> {
         match &self.data {
-            Data::Symlink(t, _) => Ok(t.bytes().clone()),
+            Data::Symlink(t) => Ok(t.bytes().clone()),
             _ => Err(Errno::EINVAL),
         }
     }
 
-    fn kept_link(&self) -> Option<&LinkTarget> {
+    fn kept_link(&self) -> Option<KeptLink<'_>> {
         match &self.data {
-            Data::Symlink(t, _) => Some(t),
+            Data::Symlink(t) => Some(KeptLink {
+                target: t,
+                ctime: &self.mgt,
+            }),
             _ => None,
         }
     }
