@@ -170,7 +170,7 @@ impl FilesystemType for TmpfsType {
             rdev: DevId::default(),
             target: &[],
         };
-        let root = TmpInode::new(&fs, &node)?;
+        let root = TmpInode::new(&fs, &node, fs.now())?;
         root.write_meta().nlink = 2;
         Ok(NewFilesystem { ops: fs, root })
     }
@@ -582,7 +582,8 @@ pub struct TmpInode {
 }
 
 impl TmpInode {
-    fn new(fs: &Arc<TmpfsFs>, node: &NewNode<'_>) -> Result<Arc<TmpInode>> {
+    /// A new inode stamped `now`.
+    fn new(fs: &Arc<TmpfsFs>, node: &NewNode<'_>, now: Timespec) -> Result<Arc<TmpInode>> {
         fs.reserve_inode()?;
         // `shmem_symlink` keeps a long target in a page of the file, which
         // the size limit counts.
@@ -590,7 +591,6 @@ impl TmpInode {
             fs.release_inode();
             return Err(Errno::ENOSPC);
         }
-        let now = fs.now();
         let data = match node.ftype {
             FileType::Regular => Data::Regular(File::new()),
             FileType::Symlink => Data::Symlink(LinkTarget::new(node.target, fs.mg.coarse())),
@@ -647,26 +647,27 @@ impl TmpInode {
     }
 
     /// Marks a change of this directory's entries (mtime, ctime, size, link
-    /// count). The caller passes its filesystem reference: upgrading one is
-    /// two atomic writes, and every create and unlink has one already.
-    fn dir_changed(&self, fs: &TmpfsFs, entries: i32, links: i32) {
-        self.changed(fs, entries, links, None);
+    /// count) at `now`. The caller passes its filesystem reference and the
+    /// time it read once for the whole operation: Linux reads a coarse
+    /// clock (one value per tick) for each inode it stamps, a read that
+    /// costs a system call here.
+    fn dir_changed(&self, fs: &TmpfsFs, entries: i32, links: i32, now: Timespec) {
+        self.changed(fs, entries, links, None, now);
     }
 
     /// [`TmpInode::dir_changed`] whose multigrain ctime is `t`, another
     /// inode's new ctime (`shmem_link`, `shmem_unlink`).
-    fn dir_changed_as(&self, fs: &TmpfsFs, entries: i32, links: i32, t: u32) {
-        self.changed(fs, entries, links, Some(t));
+    fn dir_changed_as(&self, fs: &TmpfsFs, entries: i32, links: i32, t: u32, now: Timespec) {
+        self.changed(fs, entries, links, Some(t), now);
     }
 
-    fn changed(&self, fs: &TmpfsFs, entries: i32, links: i32, t: Option<u32>) {
+    fn changed(&self, fs: &TmpfsFs, entries: i32, links: i32, t: Option<u32>, now: Timespec) {
         match t {
             Some(t) => self.mgt.set_ctime_to(t),
             None => {
                 self.mgt.set_ctime_current(&fs.mg);
             }
         }
-        let now = fs.now();
         let held = self.meta.write();
         self.attrs
             .stamp(&held, |n| n.saturating_add_signed(links), true, now);
@@ -682,10 +683,9 @@ impl TmpInode {
         self.mgt.set_ctime_current(&self.fs.mg)
     }
 
-    fn touch_ctime(&self, links: i32) {
+    fn touch_ctime(&self, links: i32, now: Timespec) {
         let fs = &self.fs;
         self.mgt.set_ctime_current(&fs.mg);
-        let now = fs.now();
         let held = self.meta.write();
         self.attrs
             .stamp(&held, |n| n.saturating_add_signed(links), false, now);
@@ -700,12 +700,10 @@ impl TmpInode {
 
     /// Removes one name: the count and the inode reservation of an extra
     /// name change together, under the attribute lock.
-    fn drop_link(&self, fs: &TmpfsFs) -> u32 {
+    fn drop_link(&self, fs: &TmpfsFs, now: Timespec) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
         let held = self.meta.write();
-        let old = self
-            .attrs
-            .stamp(&held, |n| n.saturating_sub(1), false, fs.now());
+        let old = self.attrs.stamp(&held, |n| n.saturating_sub(1), false, now);
         if old > 1 {
             fs.release_inode();
         } else if old == 1 {
@@ -715,10 +713,10 @@ impl TmpInode {
     }
 
     /// Sets the link count to 0 (a removed directory), counting the orphan.
-    fn clear_links(&self, fs: &TmpfsFs) -> u32 {
+    fn clear_links(&self, fs: &TmpfsFs, now: Timespec) -> u32 {
         let t = self.mgt.set_ctime_current(&fs.mg);
         let held = self.meta.write();
-        if self.attrs.stamp(&held, |_| 0, false, fs.now()) != 0 {
+        if self.attrs.stamp(&held, |_| 0, false, now) != 0 {
             fs.orphans.fetch_add(1, Ordering::AcqRel);
         }
         t
@@ -877,7 +875,8 @@ impl Inode for TmpInode {
 
     fn create(&self, _ctx: &Ctx<'_>, _name: &[u8], new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
         let fs = self.fs();
-        let inode = TmpInode::new(fs, new)?;
+        let now = fs.now();
+        let inode = TmpInode::new(fs, new, now)?;
         self.dir_changed(
             fs,
             1,
@@ -886,13 +885,14 @@ impl Inode for TmpInode {
             } else {
                 0
             },
+            now,
         );
         Ok(inode)
     }
 
     fn tmpfile(&self, _ctx: &Ctx<'_>, new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
         let fs = self.fs();
-        let inode = TmpInode::new(fs, new)?;
+        let inode = TmpInode::new(fs, new, fs.now())?;
         {
             let mut m = inode.write_meta();
             m.nlink = 0;
@@ -905,6 +905,7 @@ impl Inode for TmpInode {
     fn link(&self, _ctx: &Ctx<'_>, _name: &[u8], target: &Arc<dyn Inode>) -> Result<()> {
         let t = Self::downcast(target)?;
         let fs = self.fs();
+        let now = fs.now();
         {
             // Count check and update in one critical section: a concurrent
             // unlink of the last name must not be undone (Linux: ENOENT).
@@ -922,10 +923,10 @@ impl Inode for TmpInode {
             }
             m.nlink += 1;
             m.tmpfile = false;
-            m.ctime = fs.now();
+            m.ctime = now;
         }
         // `shmem_link`: the directory takes the inode's new ctime.
-        self.dir_changed_as(fs, 1, 0, t.mgt.set_ctime_current(&fs.mg));
+        self.dir_changed_as(fs, 1, 0, t.mgt.set_ctime_current(&fs.mg), now);
         Ok(())
     }
 
@@ -933,14 +934,16 @@ impl Inode for TmpInode {
         let c = Self::downcast(child)?;
         // `shmem_unlink`: the directory takes the inode's new ctime.
         let fs = self.fs();
-        self.dir_changed_as(fs, -1, 0, c.drop_link(fs));
+        let now = fs.now();
+        self.dir_changed_as(fs, -1, 0, c.drop_link(fs, now), now);
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Ctx<'_>, _name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
         let c = Self::downcast(child)?;
         let fs = self.fs();
-        self.dir_changed_as(fs, -1, -1, c.clear_links(fs));
+        let now = fs.now();
+        self.dir_changed_as(fs, -1, -1, c.clear_links(fs, now), now);
         Ok(())
     }
 
@@ -957,6 +960,7 @@ impl Inode for TmpInode {
         let c = Self::downcast(child)?;
         let nd = Self::downcast(new_dir)?;
         let fs = self.fs();
+        let now = fs.now();
         let same = std::ptr::eq(self, nd);
         let c_dir = c.ftype() == FileType::Directory;
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
@@ -964,32 +968,32 @@ impl Inode for TmpInode {
             let r_dir = r.ftype() == FileType::Directory;
             if !same && c_dir != r_dir {
                 let d = if c_dir { 1 } else { -1 };
-                self.dir_changed(fs, 0, -d);
-                nd.dir_changed(fs, 0, d);
+                self.dir_changed(fs, 0, -d, now);
+                nd.dir_changed(fs, 0, d, now);
             } else {
-                self.dir_changed(fs, 0, 0);
+                self.dir_changed(fs, 0, 0, now);
                 if !same {
-                    nd.dir_changed(fs, 0, 0);
+                    nd.dir_changed(fs, 0, 0, now);
                 }
             }
-            c.touch_ctime(0);
-            r.touch_ctime(0);
+            c.touch_ctime(0, now);
+            r.touch_ctime(0, now);
             return Ok(());
         }
         let replaced = replaced.map(Self::downcast).transpose()?;
         if let Some(r) = replaced {
             if r.ftype() == FileType::Directory {
-                nd.dir_changed_as(fs, -1, -1, r.clear_links(fs));
+                nd.dir_changed_as(fs, -1, -1, r.clear_links(fs, now), now);
             } else {
-                nd.dir_changed_as(fs, -1, 0, r.drop_link(fs));
+                nd.dir_changed_as(fs, -1, 0, r.drop_link(fs, now), now);
             }
         }
         // `simple_rename_timestamp`: both directories, the moved inode, then
         // the replaced one.
         let links = if c_dir { 1 } else { 0 };
-        self.dir_changed(fs, -1, -links);
-        nd.dir_changed(fs, 1, links);
-        c.touch_ctime(0);
+        self.dir_changed(fs, -1, -links, now);
+        nd.dir_changed(fs, 1, links, now);
+        c.touch_ctime(0, now);
         if let Some(r) = replaced {
             r.mg_changed();
         }
@@ -1075,7 +1079,7 @@ impl Inode for TmpInode {
             }
             map.insert(name.into(), value.into());
         }
-        self.touch_ctime(0);
+        self.touch_ctime(0, self.now());
         Ok(())
     }
 
@@ -1102,7 +1106,7 @@ impl Inode for TmpInode {
                 None => return Err(Errno::ENODATA),
             }
         }
-        self.touch_ctime(0);
+        self.touch_ctime(0, self.now());
         Ok(())
     }
 }

@@ -154,7 +154,7 @@ fn stat_never_sees_half_a_write() {
         rdev: DevId::default(),
         target: &[],
     };
-    let file = TmpInode::new(fs, &node).unwrap();
+    let file = TmpInode::new(fs, &node, fs.now()).unwrap();
     let set = |k: i64| {
         let t = Timespec {
             sec: k,
