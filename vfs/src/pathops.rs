@@ -226,10 +226,10 @@ fn lock_two<'a>(
     }
 }
 
-/// Walks `w` to the parent of its last name and returns that name; the
+/// Walks `w` to the parent of its last name (kept in `w.last`); the
 /// call's use of the parent's mount ends with it (see [`Vfs::lookup`]).
 #[inline(always)]
-fn parent_last<'p>(w: &mut Walker<'_, 'p>) -> Result<Last<'p>> {
+fn parent_last(w: &mut Walker<'_, '_>) -> Result<Last> {
     let last = w.walk_to_last()?;
     w.cur.mount.used();
     Ok(last)
@@ -354,21 +354,22 @@ impl Vfs {
         make: impl FnOnce(&VirtualDentry, &[u8]) -> Result<T>,
     ) -> Result<T> {
         let mut w = self.parent_walker(ctx, start, path)?;
-        let Last::Name(name) = parent_last(&mut w)? else {
+        if parent_last(&mut w)? != Last::Name {
             return Err(Errno::EEXIST);
-        };
+        }
         let trailing = w.must_be_dir;
         let parent = w.cur.into_vd();
+        let name: &[u8] = &w.last;
         let dir = parent.dentry.dir()?;
         let _op = dir.op.lock();
-        if child_locked(ctx.cred, &parent.dentry, &name)?.is_some() {
+        if child_locked(ctx.cred, &parent.dentry, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
         if trailing && !want_dir {
             return Err(Errno::ENOENT);
         }
         let _w = begin_write(&parent)?;
-        make(&parent, &name)
+        make(&parent, name)
     }
 
     /// The shared part of mkdir, mknod and symlink (`filename_create` + `vfs_*`).
@@ -576,19 +577,20 @@ impl Vfs {
         let mut w = self.parent_walker(ctx, start, path)?;
         let last = parent_last(&mut w)?;
         let trailing = w.must_be_dir;
-        let name = match last {
-            Last::Name(n) => n,
+        match last {
+            Last::Name => {}
             Last::DotDot if is_dir => return Err(Errno::ENOTEMPTY),
             Last::Dot if is_dir => return Err(Errno::EINVAL),
             Last::Root if is_dir => return Err(Errno::EBUSY),
             _ => return Err(Errno::EISDIR),
         };
+        let name: &[u8] = &w.last;
         // The parent is read where the walk stands (no references taken).
         let (mount, parent) = (&w.cur.mount, &w.cur.dentry);
         let _w = begin_write_on(mount)?;
         let dir = parent.dir()?;
         let _op = dir.op.lock();
-        let child = child_locked(ctx.cred, parent, &name)?.ok_or(Errno::ENOENT)?;
+        let child = child_locked(ctx.cred, parent, name)?.ok_or(Errno::ENOENT)?;
         if !is_dir && trailing {
             return Err(if child.is_dir() {
                 Errno::EISDIR
@@ -606,13 +608,13 @@ impl Vfs {
                 if !is_empty_dir(ctx.cred, &child)? {
                     return Err(Errno::ENOTEMPTY);
                 }
-                parent.inode().rmdir(&c, &name, child.inode())
+                parent.inode().rmdir(&c, name, child.inode())
             })?;
         } else {
             claim_victim(&child)?;
-            remove_claimed(&child, || parent.inode().unlink(&c, &name, child.inode()))?;
+            remove_claimed(&child, || parent.inode().unlink(&c, name, child.inode()))?;
         }
-        parent.remove_child(&name);
+        parent.remove_child(name);
         Ok(())
     }
 
@@ -648,23 +650,24 @@ impl Vfs {
         if !Arc::ptr_eq(&old_dir.mount, &new_dir.mount) {
             return Err(Errno::EXDEV);
         }
-        let Last::Name(oname) = olast else {
+        if olast != Last::Name {
             return Err(Errno::EBUSY);
-        };
-        let Last::Name(nname) = nlast else {
+        }
+        if nlast != Last::Name {
             return Err(if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 Errno::EEXIST
             } else {
                 Errno::EBUSY
             });
-        };
+        }
+        let (oname, nname): (&[u8], &[u8]) = (&ow.last, &nw.last);
         let _w = begin_write(&old_dir)?;
         let fs = old_dir.mount.fs().clone();
         let same_dir = Arc::ptr_eq(&old_dir.dentry, &new_dir.dentry);
         let _rename = (!same_dir).then(|| fs.rename_lock.lock());
         let _ops = lock_two(&old_dir.dentry, &new_dir.dentry)?;
-        let src = child_locked(ctx.cred, &old_dir.dentry, &oname)?.ok_or(Errno::ENOENT)?;
-        let dst = child_locked(ctx.cred, &new_dir.dentry, &nname)?;
+        let src = child_locked(ctx.cred, &old_dir.dentry, oname)?.ok_or(Errno::ENOENT)?;
+        let dst = child_locked(ctx.cred, &new_dir.dentry, nname)?;
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
         if flags.contains(RenameFlags::RENAME_NOREPLACE) && dst.is_some() {
             return Err(Errno::EEXIST);
@@ -734,10 +737,10 @@ impl Vfs {
         let c = Ctx { cred: ctx.cred };
         let renamed = old_dir.dentry.inode().rename(
             &c,
-            &oname,
+            oname,
             src.inode(),
             new_dir.dentry.inode(),
-            &nname,
+            nname,
             dst.as_ref().map(|d| d.inode()),
             flags,
         );
@@ -757,19 +760,19 @@ impl Vfs {
             .then(|| old_dir.dentry.dir().map(crate::dentry::reserve_slot))
             .transpose()?;
         let src_offset = src.dir_offset();
-        old_dir.dentry.remove_child(&oname);
+        old_dir.dentry.remove_child(oname);
         let new_ds = new_dir.dentry.dir()?;
         let mut offset = None;
         if let Some(d) = &dst {
             offset = Some(d.dir_offset());
-            new_dir.dentry.remove_child(&nname);
+            new_dir.dentry.remove_child(nname);
             if exchange {
                 d.link.write().parent = Some(old_dir.dentry.clone());
-                crate::dentry::attach(old_dir.dentry.dir()?, d, &oname, Some(src_offset));
+                crate::dentry::attach(old_dir.dentry.dir()?, d, oname, Some(src_offset));
             }
         }
         src.link.write().parent = Some(new_dir.dentry.clone());
-        crate::dentry::attach(new_ds, &src, &nname, offset);
+        crate::dentry::attach(new_ds, &src, nname, offset);
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             // A whiteout is a character device 0:0 owned by the caller.
             let node = NewNode {
@@ -780,7 +783,7 @@ impl Vfs {
                 rdev: DevId::default(),
                 target: &[],
             };
-            let inode = match old_dir.dentry.inode().create(&c, &oname, &node) {
+            let inode = match old_dir.dentry.inode().create(&c, oname, &node) {
                 Ok(inode) => inode,
                 Err(e) => {
                     if whiteout_pos.is_some() {
@@ -790,8 +793,8 @@ impl Vfs {
                 }
             };
             match whiteout_pos {
-                Some(pos) => old_dir.dentry.insert_child_at(&oname, inode, pos)?,
-                None => old_dir.dentry.insert_child(&oname, inode)?,
+                Some(pos) => old_dir.dentry.insert_child_at(oname, inode, pos)?,
+                None => old_dir.dentry.insert_child(oname, inode)?,
             };
         }
         Ok(())
@@ -1348,10 +1351,10 @@ impl Vfs {
                     w.dotdot()?;
                     break w.cur.to_vd();
                 }
-                Last::Name(n) => n,
+                Last::Name => &w.last,
             };
             if !flags.contains(OpenFlags::O_CREAT) {
-                let child = w.lookup_child(&name)?;
+                let child = w.lookup_child(name)?;
                 if child.dentry.file_type() == FileType::Symlink && (follow || w.must_be_dir) {
                     w.follow_link(&child.mount, &child.dentry)?;
                     continue;
@@ -1365,7 +1368,7 @@ impl Vfs {
             let (mount, parent) = (&w.cur.mount, &w.cur.dentry);
             let dir = parent.dir()?;
             let op = dir.op.lock();
-            let mut child = match child_locked(ctx.cred, parent, &name)? {
+            let mut child = match child_locked(ctx.cred, parent, name)? {
                 Some(c) => {
                     drop(op);
                     VirtualDentry::new(Arc::clone(mount), c)
@@ -1376,8 +1379,8 @@ impl Vfs {
                     let node = new_file_node(ctx, parent, mode);
                     let inode = parent
                         .inode()
-                        .create(&Ctx { cred: ctx.cred }, &name, &node)?;
-                    let d = parent.insert_child(&name, inode)?;
+                        .create(&Ctx { cred: ctx.cred }, name, &node)?;
+                    let d = parent.insert_child(name, inode)?;
                     created = true;
                     break VirtualDentry::new(Arc::clone(mount), d);
                 }

@@ -54,29 +54,31 @@ fn scan(bytes: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
     Some((start, end, i))
 }
 
-/// The kind of the last component of a path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Last<'p> {
+/// The kind of the last component of a path. A name is kept in the
+/// walker ([`Walker::last`]) rather than returned: a name moved out through
+/// a `Result`, written field by field and read back at once by a wider
+/// copy, stalled on store forwarding in every create and unlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Last {
     /// The path ended at a directory with no final name (`/`, or a symlink to `/`).
     Root,
     /// `.`
     Dot,
     /// `..`
     DotDot,
-    /// A name.
-    Name(LastName<'p>),
+    /// A name: [`Walker::last`].
+    Name,
 }
 
-/// The last name of a path: borrowed from the caller's path, or a copy
-/// when it came from a symbolic link's target. Borrowing matters: the copy,
-/// read back at once as it is moved to the caller, stalled on store
-/// forwarding in every create.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The last name of a path: borrowed from the caller's path, or, when it
+/// came from a symbolic link's target, a part of that target (kept by a
+/// reference to it, not copied).
+#[derive(Clone, Debug)]
 pub enum LastName<'p> {
     /// Part of the caller's path.
     Path(&'p [u8]),
-    /// Copied from a link's target.
-    Held(NameBuf),
+    /// Bytes `start..end` of a link's target.
+    Held(Arc<[u8]>, usize, usize),
 }
 
 impl std::ops::Deref for LastName<'_> {
@@ -86,7 +88,7 @@ impl std::ops::Deref for LastName<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             LastName::Path(n) => n,
-            LastName::Held(n) => n,
+            LastName::Held(t, start, end) => t.get(*start..*end).unwrap_or_default(),
         }
     }
 }
@@ -262,6 +264,8 @@ pub struct Walker<'a, 'p> {
     pub must_be_dir: bool,
     /// Whether Linux would have looked the root up by now (see `jump_root`).
     root_set: bool,
+    /// The last name, once [`Walker::walk_to_last`] answered [`Last::Name`].
+    pub last: LastName<'p>,
     /// Whether Linux's walk has left RCU mode and goes on holding references
     /// (after updating a link's access time).
     refwalk: bool,
@@ -321,6 +325,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             resolve,
             must_be_dir: false,
             root_set: absolute || scoped,
+            last: LastName::Path(&[]),
             refwalk: false,
             seq_moved: false,
         };
@@ -454,7 +459,7 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Walks every component but the last, following links on the way.
     /// Returns the last component; `self.cur` is its directory.
-    pub fn walk_to_last(&mut self) -> Result<Last<'p>> {
+    pub fn walk_to_last(&mut self) -> Result<Last> {
         loop {
             let mut hold = NameHold::default();
             let Some((name, last)) = self.next_component(&mut hold) else {
@@ -465,10 +470,16 @@ impl<'a, 'p> Walker<'a, 'p> {
                 return Ok(match name {
                     b"." => Last::Dot,
                     b".." => Last::DotDot,
-                    _ => Last::Name(match self.path_name(name) {
-                        Some(n) => LastName::Path(n),
-                        None => LastName::Held(SmallVec::from_slice(name)),
-                    }),
+                    _ => {
+                        self.last = match self.path_name(name) {
+                            Some(n) => LastName::Path(n),
+                            None => {
+                                let (at, len) = (name.as_ptr() as usize, name.len());
+                                held_name(&mut hold, at, len)
+                            }
+                        };
+                        Last::Name
+                    }
                 });
             }
             match name {
@@ -791,6 +802,21 @@ impl<'a, 'p> Walker<'a, 'p> {
         }
         Ok(())
     }
+}
+
+/// The last name of a path read from a link's target, which `hold` keeps
+/// (see [`Walker::next_component`]): bytes `at..at + len` of the target,
+/// by address.
+fn held_name(hold: &mut NameHold, at: usize, len: usize) -> LastName<'static> {
+    if let Some(t) = hold.target.take() {
+        let base = t.as_ptr() as usize;
+        if let Some(start) = at.checked_sub(base).filter(|s| s + len <= t.len()) {
+            return LastName::Held(t, start, start + len);
+        }
+    }
+    // A name from the middle of a target is never the last one; were it
+    // so, it is in the hold's copy.
+    LastName::Held(Arc::from(&hold.buf[..]), 0, hold.buf.len())
 }
 
 /// [`Walker::unlazy`] for code that holds no walker.
