@@ -289,6 +289,20 @@ impl Vfs {
             }
         }
         self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
+        self.propagate_copies(ns, &tree, targets, &target.dentry)
+    }
+
+    /// Mounts a copy of `tree` (attached at `mp` in a shared or master
+    /// mount) at `mp` in each of that mount's peers and slaves, `targets`
+    /// (`propagate_mnt`): a peer's copy joins the tree's peer group, a
+    /// slave's becomes a slave of it.
+    fn propagate_copies(
+        &self,
+        ns: &Arc<MountNamespace>,
+        tree: &MountTree,
+        targets: Vec<(Arc<Mount>, bool)>,
+        mp: &Arc<Dentry>,
+    ) -> Result<()> {
         for (pm, is_peer) in targets {
             let copies: MountTree = tree
                 .iter()
@@ -311,8 +325,8 @@ impl Vfs {
                 .collect();
             // The copy goes right on the mount point; whatever was mounted
             // there is tucked on top of the copy (`attach_recursive_mnt`).
-            let covered = self.mount_at(&pm, &target.dentry);
-            self.attach_tree(ns, &copies, &pm, &target.dentry)?;
+            let covered = self.mount_at(&pm, mp);
+            self.attach_tree(ns, &copies, &pm, mp)?;
             if let (Some(q), Some((copy, _))) = (covered, copies.first()) {
                 let top = self.top_of(&VirtualDentry::root_of(copy));
                 self.change_mountpoint(&q, &top.mount, &top.dentry);
@@ -540,6 +554,13 @@ impl Vfs {
                 return Err(Errno::EINVAL);
             }
         }
+        let subtree = Self::subtree(ns, &m);
+        // A tree holding an unbindable mount cannot go into a shared mount,
+        // which would propagate it.
+        let dest_shared = at.mount.prop.lock().shared.is_some();
+        if dest_shared && subtree.iter().any(|x| x.prop.lock().unbindable) {
+            return Err(Errno::EINVAL);
+        }
         // Moving a mount beneath itself.
         let mut cur = Some(at.mount.clone());
         while let Some(c) = cur {
@@ -553,14 +574,50 @@ impl Vfs {
         if self.top_of(&VirtualDentry::root_of(&m)).dentry.is_dead() {
             return Err(Errno::ENOENT);
         }
-        let subtree = Self::subtree(ns, &m);
+        // The moved tree propagates as a bind does (`attach_recursive_mnt`
+        // with a mount that has a parent): the peers and slaves of the
+        // destination get copies, listed before the tree moves, so that a
+        // peer of the destination that is itself being moved gets one too.
+        let targets: Vec<(Arc<Mount>, bool)> = self
+            .propagation_targets(ns, &at.mount)
+            .into_iter()
+            .filter(|(pm, _)| {
+                at.dentry.is_descendant_of(pm.root()) && Arc::ptr_eq(pm.fs(), at.mount.fs())
+            })
+            .collect();
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut tree: MountTree = Vec::with_capacity(subtree.len());
+        for x in &subtree {
+            let link = if Arc::ptr_eq(x, &m) {
+                None
+            } else {
+                x.parent()
+                    .and_then(|(p, mp)| index.get(&p.id()).map(|&pi| (pi, mp)))
+            };
+            index.insert(x.id(), tree.len());
+            tree.push((x.clone(), link));
+        }
+        if dest_shared {
+            for (x, _) in &tree {
+                let mut p = x.prop.lock();
+                if p.shared.is_none() {
+                    p.shared = Some(
+                        self.next_group_id
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    );
+                }
+            }
+        }
         self.detach_locked(ns, &m);
         let res = self.attach_locked(ns, &m, &at.mount, &at.dentry);
         // Keep the moved subtree after its new root in the listing order.
-        let mut list = ns.mounts.lock();
-        list.retain(|x| !subtree.iter().skip(1).any(|s| Arc::ptr_eq(s, x)));
-        list.extend(subtree.into_iter().skip(1));
-        res
+        {
+            let mut list = ns.mounts.lock();
+            list.retain(|x| !subtree.iter().skip(1).any(|s| Arc::ptr_eq(s, x)));
+            list.extend(subtree.into_iter().skip(1));
+        }
+        res?;
+        self.propagate_copies(ns, &tree, targets, &at.dentry)
     }
 
     /// `umount2(2)` of the mount whose root is `vd`. `extra_refs` is how many
