@@ -263,13 +263,16 @@ impl Vfs {
         // Every peer and slave of the parent that can see the mount point
         // gets a copy. They are counted before anything is attached, so a
         // mount that would overflow the namespace leaves it as it was
-        // (`count_mounts`). The tree's own mounts are not listed yet, so
-        // nothing propagates to them.
+        // (`count_mounts`). Mounts not attached in the namespace get none
+        // (`IS_MNT_NEW`): the tree's own, which a bind of a slave made
+        // slaves of the same master, and detached ones.
         let targets: Vec<(Arc<Mount>, bool)> = self
             .propagation_targets(ns, &target.mount)
             .into_iter()
             .filter(|(pm, _)| {
-                target.dentry.is_descendant_of(pm.root()) && Arc::ptr_eq(pm.fs(), target.mount.fs())
+                target.dentry.is_descendant_of(pm.root())
+                    && Arc::ptr_eq(pm.fs(), target.mount.fs())
+                    && Self::check_in_ns(ns, pm).is_ok()
             })
             .collect();
         let adding = tree.len().saturating_mul(targets.len() + 1);
@@ -582,7 +585,9 @@ impl Vfs {
             .propagation_targets(ns, &at.mount)
             .into_iter()
             .filter(|(pm, _)| {
-                at.dentry.is_descendant_of(pm.root()) && Arc::ptr_eq(pm.fs(), at.mount.fs())
+                at.dentry.is_descendant_of(pm.root())
+                    && Arc::ptr_eq(pm.fs(), at.mount.fs())
+                    && Self::check_in_ns(ns, pm).is_ok()
             })
             .collect();
         let mut index: HashMap<u64, usize> = HashMap::new();
