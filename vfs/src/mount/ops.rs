@@ -640,9 +640,9 @@ impl Vfs {
             return Err(Errno::EINVAL);
         }
         Self::check_in_ns(ns, &m)?;
-        let Some((parent, mp)) = m.parent() else {
+        if m.parent().is_none() {
             return Err(Errno::EINVAL);
-        };
+        }
         if !flags.contains(UmountFlags::MNT_DETACH) {
             let busy = ns
                 .mounts
@@ -661,26 +661,77 @@ impl Vfs {
         if flags.contains(UmountFlags::MNT_EXPIRE) && !m.mark_expiry() {
             return Err(Errno::EAGAIN);
         }
-        // Propagated unmounts: the copies at the parent's peers and slaves
-        // that have no children of their own, or only one that covers their
-        // root (a mount tucked on top of the copy): that one takes the
-        // copy's place (`__propagate_umount`).
+        // Propagated unmounts (`propagate_umount`): for every mount the call
+        // takes away (with MNT_DETACH, the whole tree below `m`), the copies
+        // at its parent's peers and slaves, when each has no children of
+        // its own left, or only one that covers its root (a mount tucked on
+        // top of the copy: that one takes the copy's place). The tree is
+        // read children first, so a copy whose children are copies going
+        // too goes as well.
         let mut victims = Vec::new();
         // One index for every copy: a copy per peer, each asked for its
         // children, must not cost a scan of the namespace each.
         let mut index = MountIndex::of(ns);
-        for (pm, _) in self.propagation_targets(ns, &parent) {
-            if let Some(c) = self.mount_at(&pm, &mp) {
-                if Arc::ptr_eq(c.fs(), m.fs()) && Arc::ptr_eq(c.root(), m.root()) {
-                    let children = index.children(&c);
-                    let only_topper = match children {
-                        [] => true,
-                        [t] => t.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root())),
-                        _ => false,
-                    };
-                    if only_topper {
-                        victims.push(c);
-                    }
+        let taken = if flags.contains(UmountFlags::MNT_DETACH) {
+            index.subtree(&m, &PtrSet::default())
+        } else {
+            vec![m.clone()]
+        };
+        let mut leaving: PtrSet = taken.iter().map(|x| Arc::as_ptr(x) as usize).collect();
+        // The mounts a parent propagates to are the same for every member
+        // of its peer group (itself included): listed once a group, and
+        // skipped at once when all of them are going anyway, so taking down
+        // a tree of many peers (mount-doubling) stays linear.
+        let mut groups: HashMap<u64, (Vec<Arc<Mount>>, bool)> = HashMap::new();
+        let mut seen: HashSet<(u64, usize)> = HashSet::new();
+        for x in taken.iter().rev() {
+            let Some((px, mpx)) = x.parent() else {
+                continue;
+            };
+            let key = match px.prop.lock().shared {
+                Some(g) => u64::from(g),
+                None => u64::MAX - px.id(),
+            };
+            // Every mount of one group at one mount point has the same
+            // copies to look at: once.
+            if !seen.insert((key, Arc::as_ptr(&mpx) as usize)) {
+                continue;
+            }
+            let (set, all_leaving) = groups.entry(key).or_insert_with(|| {
+                let mut set: Vec<Arc<Mount>> = self
+                    .propagation_targets(ns, &px)
+                    .into_iter()
+                    .map(|(pm, _)| pm)
+                    .collect();
+                set.push(px.clone());
+                let all = set
+                    .iter()
+                    .all(|pm| leaving.contains(&(Arc::as_ptr(pm) as usize)));
+                (set, all)
+            });
+            if *all_leaving {
+                continue;
+            }
+            for pm in set.iter() {
+                let Some(c) = self.mount_at(pm, &mpx) else {
+                    continue;
+                };
+                if !Arc::ptr_eq(c.fs(), x.fs())
+                    || !Arc::ptr_eq(c.root(), x.root())
+                    || leaving.contains(&(Arc::as_ptr(&c) as usize))
+                {
+                    continue;
+                }
+                let children = index.children(&c);
+                let removable = match children {
+                    [t] if t.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root())) => true,
+                    _ => children
+                        .iter()
+                        .all(|ch| leaving.contains(&(Arc::as_ptr(ch) as usize))),
+                };
+                if removable {
+                    leaving.insert(Arc::as_ptr(&c) as usize);
+                    victims.push(c);
                 }
             }
         }
