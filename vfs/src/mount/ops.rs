@@ -656,6 +656,7 @@ impl Vfs {
             if Arc::strong_count(&m) > 3 + extra_refs {
                 return Err(Errno::EBUSY);
             }
+            self.propagated_busy(ns, &m)?;
         }
         // MNT_EXPIRE: the first call only marks an idle mount.
         if flags.contains(UmountFlags::MNT_EXPIRE) && !m.mark_expiry() {
@@ -746,6 +747,38 @@ impl Vfs {
         ns.mounts
             .lock()
             .retain(|x| !gone.contains(&(Arc::as_ptr(x) as usize)));
+        Ok(())
+    }
+
+    /// `propagate_mount_busy`: the mount at `m`'s place at each peer and
+    /// slave of its parent, which an unmount of `m` would take too, must be
+    /// idle (unless other mounts sit on it, which keeps it): `EBUSY`.
+    fn propagated_busy(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Result<()> {
+        let Some((parent, mp)) = m.parent() else {
+            return Ok(());
+        };
+        let targets = self.propagation_targets(ns, &parent);
+        for (pm, _) in &targets {
+            let Some(c) = self.mount_at(pm, &mp) else {
+                continue;
+            };
+            let kids = ns
+                .mounts
+                .lock()
+                .iter()
+                .filter(|x| x.parent().is_some_and(|(p, _)| Arc::ptr_eq(&p, &c)))
+                .count();
+            let topper = self.mount_at(&c, c.root()).is_some();
+            if kids > usize::from(topper) {
+                continue;
+            }
+            // The namespace list, the mount table, `c` here, the topper's
+            // link to it and this list of targets.
+            let listed = targets.iter().filter(|(x, _)| Arc::ptr_eq(x, &c)).count();
+            if Arc::strong_count(&c) > 3 + usize::from(topper) + listed {
+                return Err(Errno::EBUSY);
+            }
+        }
         Ok(())
     }
 
