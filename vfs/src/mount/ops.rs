@@ -266,33 +266,49 @@ impl Vfs {
         // (`count_mounts`). Mounts not attached in the namespace get none
         // (`IS_MNT_NEW`): the tree's own, which a bind of a slave made
         // slaves of the same master, and detached ones.
-        let targets: Vec<(Arc<Mount>, bool)> = self
-            .propagation_targets(ns, &target.mount)
-            .into_iter()
-            .filter(|(pm, _)| {
-                target.dentry.is_descendant_of(pm.root())
-                    && Arc::ptr_eq(pm.fs(), target.mount.fs())
-                    && Self::check_in_ns(ns, pm).is_ok()
-            })
-            .collect();
+        let targets = self.attach_targets(ns, target);
         let adding = tree.len().saturating_mul(targets.len() + 1);
         if ns.mounts.lock().len().saturating_add(adding) > ns.max_mounts {
             return Err(Errno::ENOSPC);
         }
-        let parent_shared = target.mount.prop.lock().shared.is_some();
-        if parent_shared {
-            for (m, _) in &tree {
-                let mut p = m.prop.lock();
-                if p.shared.is_none() {
-                    p.shared = Some(
-                        self.next_group_id
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    );
-                }
-            }
+        if target.mount.prop.lock().shared.is_some() {
+            self.share_tree(&tree);
         }
         self.attach_tree(ns, &tree, &target.mount, &target.dentry)?;
         self.propagate_copies(ns, &tree, targets, &target.dentry)
+    }
+
+    /// The peers and slaves of `at`'s mount that get a copy of what is
+    /// attached at `at`: those that see its mount point and are attached in
+    /// the namespace (a mount not yet attached, Linux's `IS_MNT_NEW`, gets
+    /// none), with whether each is a peer.
+    fn attach_targets(
+        &self,
+        ns: &Arc<MountNamespace>,
+        at: &VirtualDentry,
+    ) -> Vec<(Arc<Mount>, bool)> {
+        self.propagation_targets(ns, &at.mount)
+            .into_iter()
+            .filter(|(pm, _)| {
+                at.dentry.is_descendant_of(pm.root())
+                    && Arc::ptr_eq(pm.fs(), at.mount.fs())
+                    && Self::check_in_ns(ns, pm).is_ok()
+            })
+            .collect()
+    }
+
+    /// Gives every mount of `tree` that has no peer group a new one: a tree
+    /// attached in a shared mount becomes shared.
+    fn share_tree(&self, tree: &MountTree) {
+        for (m, _) in tree {
+            let mut p = m.prop.lock();
+            if p.shared.is_none() {
+                p.shared = Some(
+                    self.next_group_id
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                );
+            }
+        }
     }
 
     /// Mounts a copy of `tree` (attached at `mp` in a shared or master
@@ -581,15 +597,7 @@ impl Vfs {
         // with a mount that has a parent): the peers and slaves of the
         // destination get copies, listed before the tree moves, so that a
         // peer of the destination that is itself being moved gets one too.
-        let targets: Vec<(Arc<Mount>, bool)> = self
-            .propagation_targets(ns, &at.mount)
-            .into_iter()
-            .filter(|(pm, _)| {
-                at.dentry.is_descendant_of(pm.root())
-                    && Arc::ptr_eq(pm.fs(), at.mount.fs())
-                    && Self::check_in_ns(ns, pm).is_ok()
-            })
-            .collect();
+        let targets = self.attach_targets(ns, &at);
         let mut index: HashMap<u64, usize> = HashMap::new();
         let mut tree: MountTree = Vec::with_capacity(subtree.len());
         for x in &subtree {
@@ -603,15 +611,7 @@ impl Vfs {
             tree.push((x.clone(), link));
         }
         if dest_shared {
-            for (x, _) in &tree {
-                let mut p = x.prop.lock();
-                if p.shared.is_none() {
-                    p.shared = Some(
-                        self.next_group_id
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                    );
-                }
-            }
+            self.share_tree(&tree);
         }
         self.detach_locked(ns, &m);
         let res = self.attach_locked(ns, &m, &at.mount, &at.dentry);
