@@ -656,11 +656,15 @@ impl Vfs {
             if Arc::strong_count(&m) > 3 + extra_refs {
                 return Err(Errno::EBUSY);
             }
-            self.propagated_busy(ns, &m)?;
         }
         // MNT_EXPIRE: the first call only marks an idle mount.
         if flags.contains(UmountFlags::MNT_EXPIRE) && !m.mark_expiry() {
             return Err(Errno::EAGAIN);
+        }
+        // The copies at the peers are looked at under the namespace lock,
+        // after the expiry mark.
+        if !flags.contains(UmountFlags::MNT_DETACH) {
+            self.propagated_busy(ns, &m)?;
         }
         // Propagated unmounts (`propagate_umount`): for every mount the call
         // takes away (with MNT_DETACH, the whole tree below `m`), the copies
