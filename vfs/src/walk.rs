@@ -585,6 +585,9 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Moves from a mount point to whatever is mounted on it, repeatedly.
     pub fn follow_mounts(&self, vd: &mut VirtualDentry) -> Result<()> {
         while vd.dentry.is_mountpoint() {
+            if cached_no_xdev(self.resolve) {
+                return Err(Errno::EAGAIN);
+            }
             match self.vfs.mount_at(&vd.mount, &vd.dentry) {
                 Some(m) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
@@ -829,10 +832,22 @@ fn unlazy(resolve: ResolveFlags, e: Errno) -> Errno {
     }
 }
 
+/// Whether a walk is cached-only and may not cross mounts. Linux's lock-free
+/// walk leaves at any dentry that is a mount point in some mount when
+/// crossing is forbidden (`__follow_mount_rcu`), even where nothing is
+/// mounted on it in the walk's mount; a cached-only walk cannot leave it.
+#[inline]
+fn cached_no_xdev(resolve: ResolveFlags) -> bool {
+    resolve.contains(ResolveFlags::RESOLVE_NO_XDEV | ResolveFlags::RESOLVE_CACHED)
+}
+
 /// Moves `p` from a mount point to whatever is mounted on it, repeatedly.
 #[inline]
 fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<()> {
     while p.dentry.is_mountpoint() {
+        if cached_no_xdev(resolve) {
+            return Err(Errno::EAGAIN);
+        }
         match vfs.mount_at(&p.mount, &p.dentry) {
             Some(m) => {
                 if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
