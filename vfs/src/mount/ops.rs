@@ -777,9 +777,11 @@ impl Vfs {
                 continue;
             }
             // The namespace list, the mount table, `c` here, the topper's
-            // link to it and this list of targets.
+            // link to it, this list of targets and `parent` (a copy can be
+            // the parent itself: a mount moved onto its own peer).
             let listed = targets.iter().filter(|(x, _)| Arc::ptr_eq(x, &c)).count();
-            if Arc::strong_count(&c) > 3 + usize::from(topper) + listed {
+            let ours = usize::from(topper) + listed + usize::from(Arc::ptr_eq(&c, &parent));
+            if Arc::strong_count(&c) > 3 + ours {
                 return Err(Errno::EBUSY);
             }
         }
