@@ -721,10 +721,7 @@ impl Vfs {
                 let Some(c) = self.mount_at(pm, &mpx) else {
                     continue;
                 };
-                if !Arc::ptr_eq(c.fs(), x.fs())
-                    || !Arc::ptr_eq(c.root(), x.root())
-                    || leaving.contains(&(Arc::as_ptr(&c) as usize))
-                {
+                if leaving.contains(&(Arc::as_ptr(&c) as usize)) {
                     continue;
                 }
                 let children = index.children(&c);
