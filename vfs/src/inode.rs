@@ -153,9 +153,15 @@ pub trait Inode: Send + Sync + 'static {
 
     /// Whether following this symbolic link now would update its access
     /// time (Linux's `atime_needs_update`, given `relatime` of the mount):
-    /// a lock-free walk gives up on such a link.
-    fn atime_needs_update(&self, _clock: &crate::mgtime::MgClock, _relatime: bool) -> bool {
-        false
+    /// a lock-free walk gives up on such a link. By default the rule is
+    /// applied to the access time a kept target carries
+    /// ([`Inode::kept_link`]); a link without one never needs an update.
+    fn atime_needs_update(&self, clock: &crate::mgtime::MgClock, relatime: bool) -> bool {
+        self.kept_link().is_some_and(|k| {
+            k.target
+                .atime()
+                .atime_needs_update(k.ctime, clock, relatime)
+        })
     }
 
     /// Updates the access time of this symbolic link (`touch_atime`).

@@ -812,13 +812,6 @@ impl Inode for TmpInode {
         self.mgt.query();
     }
 
-    fn atime_needs_update(&self, clock: &MgClock, relatime: bool) -> bool {
-        match &self.data {
-            Data::Symlink(t) => t.atime().atime_needs_update(&self.mgt, clock, relatime),
-            _ => false,
-        }
-    }
-
     fn touch_atime(&self, clock: &MgClock) {
         if let Data::Symlink(t) = &self.data {
             t.atime().touch(&self.mgt, clock);
