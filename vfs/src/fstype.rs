@@ -183,6 +183,21 @@ impl MountData {
         found
     }
 
+    /// Removes every option named in `keys` and returns them in the order
+    /// given, for options that set one thing under several names (the
+    /// later one wins, but each must be valid).
+    pub fn take_each(&mut self, keys: &[&str]) -> Vec<(String, Option<String>)> {
+        let mut taken = Vec::new();
+        self.opts.retain(|(k, v)| {
+            let hit = keys.contains(&k.as_str());
+            if hit {
+                taken.push((k.clone(), v.clone()));
+            }
+            !hit
+        });
+        taken
+    }
+
     /// Removes `key` and returns its value, which must be present (`EINVAL` if given bare).
     pub fn take_value(&mut self, key: &str) -> Result<Option<String>> {
         match self.take(key) {
@@ -238,19 +253,42 @@ pub fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
-/// Parses a size with an optional `k`, `m`, `g`, `t`, `p` or `e` suffix
-/// (powers of 1024), as `memparse` does.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
-        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
-        't' | 'T' => (&s[..s.len() - 1], 1 << 40),
-        'p' | 'P' => (&s[..s.len() - 1], 1 << 50),
-        'e' | 'E' => (&s[..s.len() - 1], 1 << 60),
-        _ => (s, 1),
+/// Linux's `memparse`: a number as `simple_strtoull` reads it (`0x` hex,
+/// a leading `0` octal, else decimal; no sign; wrapping on overflow; it
+/// stops at the first byte that is not a digit), then an optional suffix
+/// `k`, `m`, `g`, `t`, `p` or `e` (powers of 1024, shifted out on
+/// overflow). Returns the value and the bytes after what was read.
+pub fn memparse(s: &str) -> (u64, &str) {
+    let b = s.as_bytes();
+    let (radix, mut i) = match b {
+        [b'0', b'x' | b'X', c, ..] if c.is_ascii_hexdigit() => (16, 2),
+        [b'0', ..] => (8, 0),
+        _ => (10, 0),
     };
-    parse_number(num)?.checked_mul(mult)
+    let mut v: u64 = 0;
+    while let Some(d) = b.get(i).and_then(|&c| (c as char).to_digit(radix)) {
+        v = v.wrapping_mul(u64::from(radix)).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let shift = match b.get(i).map(u8::to_ascii_lowercase) {
+        Some(b'k') => 10,
+        Some(b'm') => 20,
+        Some(b'g') => 30,
+        Some(b't') => 40,
+        Some(b'p') => 50,
+        Some(b'e') => 60,
+        _ => return (v, &s[i..]),
+    };
+    (v << shift, &s[i + 1..])
+}
+
+/// A size option's value: [`memparse`] reading all of a non-empty string
+/// (an empty value is refused before the filesystem sees it).
+pub fn parse_size(s: &str) -> Option<u64> {
+    match memparse(s) {
+        (v, "") if !s.is_empty() => Some(v),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -278,8 +316,18 @@ mod tests {
         assert_eq!(parse_number("12a"), None);
         assert_eq!(parse_size("64k"), Some(65536));
         assert_eq!(parse_size("2G"), Some(2 << 30));
-        assert_eq!(parse_size("k"), None);
-        assert_eq!(parse_size("99999999999999999999e"), None);
+        // As memparse: no digits is 0, overflow wraps, no sign.
+        assert_eq!(parse_size("k"), Some(0));
+        assert_eq!(
+            parse_size("99999999999999999999"),
+            Some(7_766_279_631_452_241_919)
+        );
+        assert_eq!(parse_size("0x1k"), Some(1024));
+        assert_eq!(parse_size("010"), Some(8));
+        assert_eq!(parse_size("08"), None);
+        assert_eq!(parse_size("+1"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(memparse("3e%"), (3 << 60, "%"));
     }
 }
 

@@ -29,11 +29,11 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use tessera_vfs::abi::*;
 use tessera_vfs::acl;
 use tessera_vfs::fstype::{
-    parse_number, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
+    memparse, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
 };
 use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, KeptLink, LinkTarget, NewNode};
 use tessera_vfs::mgtime::{MgClock, MgInode};
@@ -71,13 +71,40 @@ impl Default for TmpfsType {
     }
 }
 
-/// Mount options of one instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The `size=` / `nr_blocks=` and `nr_inodes=` limits of one instance: 0 is
+/// none. Atomics, so that every create and every page a write adds reads
+/// them without a lock word to write; a remount changes them under
+/// `TmpfsFs::remount_lock`.
 struct Limits {
-    /// Most pages of file data, 0 for none.
-    max_pages: u64,
-    /// Most inodes, 0 for none.
-    max_inodes: u64,
+    /// Most pages of file data.
+    max_pages: AtomicU64,
+    /// Most inodes.
+    max_inodes: AtomicU64,
+}
+
+/// The limits a mount gets when it names none: half the memory in pages,
+/// and as many inodes (Linux's `shmem_default_max_blocks` and
+/// `shmem_default_max_inodes`). `/proc/mounts` shows a limit only when it
+/// differs from these.
+fn default_limits(total_memory: u64) -> (u64, u64) {
+    let half = total_memory / PAGE_SIZE as u64 / 2;
+    (half, half)
+}
+
+/// `size=` (bytes, or a share of `total_memory` with `%`) and `nr_blocks=`
+/// (pages) set the same limit, and the later one given wins; every one given
+/// must parse. The limit in pages, if either was given.
+fn take_page_limit(d: &mut MountData, total_memory: u64) -> Result<Option<u64>> {
+    let mut pages = None;
+    for (k, v) in d.take_each(&["size", "nr_blocks"]) {
+        let v = v.ok_or(Errno::EINVAL)?;
+        pages = Some(if k == "size" {
+            parse_size_opt(&v, total_memory)?
+        } else {
+            parse_blocks_opt(&v)?
+        });
+    }
+    Ok(pages)
 }
 
 /// `mode=` (octal), `uid=` and `gid=`, each checked as `shmem_parse_one` does.
@@ -92,15 +119,34 @@ fn take_owner_opts(d: &mut MountData) -> Result<(Option<u32>, Option<u32>, Optio
     Ok((mode, uid, gid))
 }
 
+/// `size=`: bytes (with a `k`, `m`, `g` … suffix), or a percentage of
+/// `total` with `%`, which may exceed 100; in pages, rounded up. As
+/// `shmem_parse_one`, in wrapping arithmetic.
 fn parse_size_opt(v: &str, total: u64) -> Result<u64> {
-    if let Some(p) = v.strip_suffix('%') {
-        let pct = parse_number(p).ok_or(Errno::EINVAL)?;
-        if pct > 100 {
-            return Err(Errno::EINVAL);
-        }
-        return Ok(total / 100 * pct);
+    let page = PAGE_SIZE as u64;
+    let (mut size, mut rest) = memparse(v);
+    if let Some(r) = rest.strip_prefix('%') {
+        size = size.wrapping_mul(page).wrapping_mul(total / page) / 100;
+        rest = r;
     }
-    parse_size(v).ok_or(Errno::EINVAL)
+    if v.is_empty() || !rest.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(size.wrapping_add(page - 1) / page)
+}
+
+/// `nr_blocks=`: pages, at most `LONG_MAX`.
+fn parse_blocks_opt(v: &str) -> Result<u64> {
+    parse_size(v)
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or(Errno::EINVAL)
+}
+
+/// `nr_inodes=`: at most what the inode space can count.
+fn parse_inodes_opt(v: &str) -> Result<u64> {
+    parse_size(v)
+        .filter(|&n| n <= u64::MAX / BOGO_INODE_SIZE)
+        .ok_or(Errno::EINVAL)
 }
 
 impl FilesystemType for TmpfsType {
@@ -118,17 +164,10 @@ impl FilesystemType for TmpfsType {
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<NewFilesystem> {
         let mut d: MountData = req.data.clone();
-        let size = d
-            .take_value("size")?
-            .map(|v| parse_size_opt(&v, self.total_memory))
-            .transpose()?;
-        let blocks = d
-            .take_value("nr_blocks")?
-            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
-            .transpose()?;
+        let pages = take_page_limit(&mut d, self.total_memory)?;
         let inodes = d
             .take_value("nr_inodes")?
-            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
+            .map(|v| parse_inodes_opt(&v))
             .transpose()?;
         let (mode, uid, gid) = take_owner_opts(&mut d)?;
         for (k, _) in [
@@ -141,16 +180,14 @@ impl FilesystemType for TmpfsType {
             d.take(k);
         }
         d.finish()?;
-        let max_pages = match (size, blocks) {
-            (Some(s), _) => s.div_ceil(PAGE_SIZE as u64),
-            (None, Some(b)) => b,
-            (None, None) => 0,
-        };
+        let (default_pages, default_inodes) = default_limits(self.total_memory);
         let fs = Arc::new(TmpfsFs {
-            limits: RwLock::new(Limits {
-                max_pages,
-                max_inodes: inodes.unwrap_or(0),
-            }),
+            limits: Limits {
+                max_pages: AtomicU64::new(pages.unwrap_or(default_pages)),
+                max_inodes: AtomicU64::new(inodes.unwrap_or(default_inodes)),
+            },
+            remount_lock: Mutex::new(()),
+            total_memory: self.total_memory,
             used_pages: AtomicU64::new(0),
             used_ispace: AtomicU64::new(0),
             orphans: AtomicU64::new(0),
@@ -178,7 +215,12 @@ impl FilesystemType for TmpfsType {
 
 /// One tmpfs instance.
 pub struct TmpfsFs {
-    limits: RwLock<Limits>,
+    limits: Limits,
+    /// Serialises remounts: a limit is checked against the use and set in
+    /// one step.
+    remount_lock: Mutex<()>,
+    /// What `size=N%` is a share of.
+    total_memory: u64,
     used_pages: AtomicU64,
     used_ispace: AtomicU64,
     /// Inodes with no name left that are still in use (Linux's
@@ -194,13 +236,21 @@ pub struct TmpfsFs {
 }
 
 impl TmpfsFs {
+    /// The page and inode limits (0: none).
+    fn limits(&self) -> (u64, u64) {
+        (
+            self.limits.max_pages.load(Ordering::Relaxed),
+            self.limits.max_inodes.load(Ordering::Relaxed),
+        )
+    }
+
     fn now(&self) -> Timespec {
         self.clock.now()
     }
 
     /// Takes `n` pages from the size limit; false when it would be exceeded.
     pub(crate) fn reserve_pages(&self, n: u64) -> bool {
-        let max = self.limits.read().max_pages;
+        let max = self.limits.max_pages.load(Ordering::Relaxed);
         if max == 0 {
             self.used_pages.fetch_add(n, Ordering::Relaxed);
             return true;
@@ -213,7 +263,10 @@ impl TmpfsFs {
     }
 
     pub(crate) fn release_pages(&self, n: u64) {
-        self.used_pages.fetch_sub(n, Ordering::AcqRel);
+        // Most files removed held no page: no write to the shared counter.
+        if n != 0 {
+            self.used_pages.fetch_sub(n, Ordering::AcqRel);
+        }
     }
 
     /// Takes `bytes` of the inode space: `nr_inodes` × [`BOGO_INODE_SIZE`],
@@ -223,8 +276,8 @@ impl TmpfsFs {
     fn reserve_ispace(&self, bytes: u64) -> Result<()> {
         let max = self
             .limits
-            .read()
             .max_inodes
+            .load(Ordering::Relaxed)
             .saturating_mul(BOGO_INODE_SIZE);
         if max == 0 {
             self.used_ispace.fetch_add(bytes, Ordering::Relaxed);
@@ -253,7 +306,7 @@ impl TmpfsFs {
     /// What an extended attribute costs (`simple_xattr_space`), charged
     /// only when the filesystem has an inode limit.
     fn xattr_cost(&self, name: &[u8], value: &[u8]) -> u64 {
-        if self.limits.read().max_inodes == 0 {
+        if self.limits.max_inodes.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         (SIMPLE_XATTR_SIZE + value.len() + name.len() + 1) as u64
@@ -262,18 +315,18 @@ impl TmpfsFs {
 
 impl FilesystemOps for TmpfsFs {
     fn statfs(&self) -> Result<Statfs> {
-        let l = *self.limits.read();
+        let (max_pages, max_inodes) = self.limits();
         let used = self.used_pages.load(Ordering::Relaxed);
         let iused = self.used_ispace.load(Ordering::Relaxed) / BOGO_INODE_SIZE;
-        let (blocks, bfree) = if l.max_pages == 0 {
+        let (blocks, bfree) = if max_pages == 0 {
             (0, 0)
         } else {
-            (l.max_pages, l.max_pages.saturating_sub(used))
+            (max_pages, max_pages.saturating_sub(used))
         };
-        let (files, ffree) = if l.max_inodes == 0 {
+        let (files, ffree) = if max_inodes == 0 {
             (0, 0)
         } else {
-            (l.max_inodes, l.max_inodes.saturating_sub(iused))
+            (max_inodes, max_inodes.saturating_sub(iused))
         };
         Ok(Statfs {
             fs_type: TMPFS_MAGIC,
@@ -293,13 +346,14 @@ impl FilesystemOps for TmpfsFs {
     }
 
     fn show_options(&self) -> String {
-        let l = *self.limits.read();
+        let (max_pages, max_inodes) = self.limits();
+        let (default_pages, default_inodes) = default_limits(self.total_memory);
         let mut parts = Vec::new();
-        if l.max_pages != 0 {
-            parts.push(format!("size={}k", l.max_pages * (PAGE_SIZE as u64 / 1024)));
+        if max_pages != default_pages {
+            parts.push(format!("size={}k", max_pages * (PAGE_SIZE as u64 / 1024)));
         }
-        if l.max_inodes != 0 {
-            parts.push(format!("nr_inodes={}", l.max_inodes));
+        if max_inodes != default_inodes {
+            parts.push(format!("nr_inodes={max_inodes}"));
         }
         if self.root_mode != 0o1777 {
             parts.push(format!("mode={:o}", self.root_mode));
@@ -316,13 +370,10 @@ impl FilesystemOps for TmpfsFs {
 
     fn remount(&self, data: &MountData) -> Result<()> {
         let mut d = data.clone();
-        let size = d
-            .take_value("size")?
-            .map(|v| parse_size_opt(&v, 8 << 30))
-            .transpose()?;
+        let pages = take_page_limit(&mut d, self.total_memory)?;
         let inodes = d
             .take_value("nr_inodes")?
-            .map(|v| parse_size(&v).ok_or(Errno::EINVAL))
+            .map(|v| parse_inodes_opt(&v))
             .transpose()?;
         // Parsed (a bad value is EINVAL) but not applied on remount, as in
         // Linux's shmem_reconfigure.
@@ -331,21 +382,27 @@ impl FilesystemOps for TmpfsFs {
             d.take(k);
         }
         d.finish()?;
-        let mut l = self.limits.write();
-        if let Some(s) = size {
-            let pages = s.div_ceil(PAGE_SIZE as u64);
-            if pages != 0 && pages < self.used_pages.load(Ordering::Relaxed) {
+        let _held = self.remount_lock.lock();
+        let (max_pages, max_inodes) = self.limits();
+        // `shmem_reconfigure`: an unlimited instance cannot be given a
+        // limit, nor one below what is in use; nothing changes on a refusal.
+        if let Some(p) = pages.filter(|&p| p != 0) {
+            if max_pages == 0 || p < self.used_pages.load(Ordering::Relaxed) {
                 return Err(Errno::EINVAL);
             }
-            l.max_pages = pages;
         }
-        if let Some(n) = inodes {
-            if n != 0
-                && n.saturating_mul(BOGO_INODE_SIZE) < self.used_ispace.load(Ordering::Relaxed)
+        if let Some(n) = inodes.filter(|&n| n != 0) {
+            if max_inodes == 0
+                || n.saturating_mul(BOGO_INODE_SIZE) < self.used_ispace.load(Ordering::Relaxed)
             {
                 return Err(Errno::EINVAL);
             }
-            l.max_inodes = n;
+        }
+        if let Some(p) = pages {
+            self.limits.max_pages.store(p, Ordering::Relaxed);
+        }
+        if let Some(n) = inodes {
+            self.limits.max_inodes.store(n, Ordering::Relaxed);
         }
         Ok(())
     }

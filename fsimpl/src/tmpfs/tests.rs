@@ -93,7 +93,8 @@ fn bad_options_are_einval() {
         b"mode=99",
         b"size",
         b"uid=x",
-        b"size=200%",
+        b"size=+1",
+        b"nr_inodes=1%",
     ] {
         let r = vfs.mount_disconnected(
             &Credentials::root(),
