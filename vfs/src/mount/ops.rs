@@ -689,6 +689,16 @@ impl Vfs {
         // a tree of many peers (mount-doubling) stays linear.
         let mut groups: HashMap<u64, (Vec<Arc<Mount>>, bool)> = HashMap::new();
         let mut seen: HashSet<(u64, usize)> = HashSet::new();
+        // Copies looked at and kept because mounts below them stay.
+        let mut held: HashMap<usize, Arc<Mount>> = HashMap::new();
+        // A copy can go when every mount on it goes, except one tucked on
+        // its root, which takes its place.
+        let removable = |index: &MountIndex, leaving: &PtrSet, c: &Arc<Mount>| {
+            index.children(c).iter().all(|ch| {
+                leaving.contains(&(Arc::as_ptr(ch) as usize))
+                    || ch.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root()))
+            })
+        };
         for x in taken.iter().rev() {
             let Some((px, mpx)) = x.parent() else {
                 continue;
@@ -724,16 +734,25 @@ impl Vfs {
                 if leaving.contains(&(Arc::as_ptr(&c) as usize)) {
                     continue;
                 }
-                let children = index.children(&c);
-                let removable = match children {
-                    [t] if t.parent().is_some_and(|(_, d)| Arc::ptr_eq(&d, c.root())) => true,
-                    _ => children
-                        .iter()
-                        .all(|ch| leaving.contains(&(Arc::as_ptr(ch) as usize))),
-                };
-                if removable {
-                    leaving.insert(Arc::as_ptr(&c) as usize);
-                    victims.push(c);
+                if !removable(&index, &leaving, &c) {
+                    held.insert(Arc::as_ptr(&c) as usize, c);
+                    continue;
+                }
+                leaving.insert(Arc::as_ptr(&c) as usize);
+                // A copy held back only by its children goes once they all
+                // go (Linux looks at the parent again while it makes
+                // progress), and so on up.
+                let mut up = c.parent();
+                victims.push(c);
+                while let Some((p, _)) = up {
+                    let key = Arc::as_ptr(&p) as usize;
+                    if !held.contains_key(&key) || !removable(&index, &leaving, &p) {
+                        break;
+                    }
+                    held.remove(&key);
+                    leaving.insert(key);
+                    up = p.parent();
+                    victims.push(p);
                 }
             }
         }
