@@ -157,7 +157,9 @@ impl MountData {
         }
         let mut opts = Vec::new();
         for item in text.split(',') {
-            if item.is_empty() {
+            // An empty item, or one with an empty key (`=x`), is skipped
+            // (`vfs_parse_monolithic_sep`).
+            if item.is_empty() || item.starts_with('=') {
                 continue;
             }
             match item.split_once('=') {
@@ -183,6 +185,29 @@ impl MountData {
         found
     }
 
+    /// Joins each option that starts with a digit to the one before it, as
+    /// the comma that split them belonged to a value (tmpfs's
+    /// `shmem_parse_options`: an `mpol=` node list holds commas).
+    pub fn join_digit_items(&mut self) {
+        let mut out: Vec<(String, Option<String>)> = Vec::with_capacity(self.opts.len());
+        for (k, v) in std::mem::take(&mut self.opts) {
+            if let (true, Some(prev)) =
+                (k.starts_with(|c: char| c.is_ascii_digit()), out.last_mut())
+            {
+                let text = match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k,
+                };
+                let into = prev.1.as_mut().unwrap_or(&mut prev.0);
+                into.push(',');
+                into.push_str(&text);
+                continue;
+            }
+            out.push((k, v));
+        }
+        self.opts = out;
+    }
+
     /// Removes every option named in `keys` and returns them in the order
     /// given, for options that set one thing under several names (the
     /// later one wins, but each must be valid).
@@ -196,6 +221,54 @@ impl MountData {
             !hit
         });
         taken
+    }
+
+    /// Takes the options every filesystem shares, which set superblock
+    /// flags whatever their value (`vfs_parse_sb_flag`): `ro` and `rw`,
+    /// answered as whether the last one asked for read-only; `sync`,
+    /// `async`, `dirsync`, `lazytime`, `nolazytime`, `mand` and `nomand`,
+    /// which change nothing here. Mount-flag names (`bind`, `noatime`, …)
+    /// are `EINVAL`, and so is `dirsync` on a remount, which cannot change it.
+    pub fn take_sb_flags(&mut self, remount: bool) -> Result<Option<bool>> {
+        const FORBIDDEN: [&str; 11] = [
+            "bind",
+            "move",
+            "private",
+            "remount",
+            "shared",
+            "slave",
+            "unbindable",
+            "rec",
+            "noatime",
+            "relatime",
+            "norelatime",
+        ];
+        const IGNORED: [&str; 6] = ["sync", "async", "lazytime", "nolazytime", "mand", "nomand"];
+        let mut ro = None;
+        let mut bad = false;
+        self.opts.retain(|(k, _)| match k.as_str() {
+            "ro" => {
+                ro = Some(true);
+                false
+            }
+            "rw" => {
+                ro = Some(false);
+                false
+            }
+            "dirsync" => {
+                bad |= remount;
+                false
+            }
+            k if IGNORED.contains(&k) => false,
+            k => {
+                bad |= FORBIDDEN.contains(&k);
+                true
+            }
+        });
+        if bad {
+            return Err(Errno::EINVAL);
+        }
+        Ok(ro)
     }
 
     /// Removes `key` and returns its value, which must be present (`EINVAL` if given bare).
@@ -244,13 +317,32 @@ impl MountData {
 /// Parses a number as the kernel's option parser does: decimal, octal with a
 /// leading `0`, hex with `0x`.
 pub fn parse_number(s: &str) -> Option<u64> {
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16).ok()
-    } else if s.len() > 1 && s.starts_with('0') {
-        u64::from_str_radix(&s[1..], 8).ok()
-    } else {
-        s.parse().ok()
+    kstrtoull(s, 0)
+}
+
+/// Linux's `kstrtoull`: an optional `+`, then digits in `base` (0: `0x`
+/// hex, a leading `0` octal, else decimal; 16 takes a `0x` prefix), one
+/// optional trailing newline and nothing else. Overflow is an error.
+pub fn kstrtoull(s: &str, base: u32) -> Option<u64> {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let b = s.as_bytes();
+    let hex_prefix = matches!(b, [b'0', b'x' | b'X', ..]);
+    let (radix, start) = match base {
+        0 if hex_prefix && b.get(2).is_some_and(u8::is_ascii_hexdigit) => (16, 2),
+        0 if b.first() == Some(&b'0') => (8, 0),
+        0 => (10, 0),
+        16 if hex_prefix => (16, 2),
+        r => (r, 0),
+    };
+    let digits = &s[start..];
+    let end = digits
+        .bytes()
+        .position(|c| !(c as char).is_digit(radix))
+        .unwrap_or(digits.len());
+    if end == 0 || !matches!(&digits[end..], "" | "\n") {
+        return None;
     }
+    u64::from_str_radix(&digits[..end], radix).ok()
 }
 
 /// Linux's `memparse`: a number as `simple_strtoull` reads it (`0x` hex,
@@ -314,6 +406,13 @@ mod tests {
         assert_eq!(parse_number("0x10"), Some(16));
         assert_eq!(parse_number("0"), Some(0));
         assert_eq!(parse_number("12a"), None);
+        assert_eq!(parse_number("+5"), Some(5));
+        assert_eq!(parse_number("5\n"), Some(5));
+        assert_eq!(parse_number("0x"), None);
+        assert_eq!(parse_number("08"), None);
+        assert_eq!(parse_number("18446744073709551616"), None);
+        assert_eq!(kstrtoull("0x1f", 16), Some(31));
+        assert_eq!(kstrtoull("0x1f", 8), None);
         assert_eq!(parse_size("64k"), Some(65536));
         assert_eq!(parse_size("2G"), Some(2 << 30));
         // As memparse: no digits is 0, overflow wraps, no sign.

@@ -33,7 +33,8 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use tessera_vfs::abi::*;
 use tessera_vfs::acl;
 use tessera_vfs::fstype::{
-    memparse, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest, NewFilesystem,
+    kstrtoull, memparse, parse_size, FilesystemType, FsTypeOptions, MountData, MountRequest,
+    NewFilesystem,
 };
 use tessera_vfs::inode::{Ctx, FileOps, FilesystemOps, Inode, KeptLink, LinkTarget, NewNode};
 use tessera_vfs::mgtime::{MgClock, MgInode};
@@ -107,16 +108,127 @@ fn take_page_limit(d: &mut MountData, total_memory: u64) -> Result<Option<u64>> 
     Ok(pages)
 }
 
-/// `mode=` (octal), `uid=` and `gid=`, each checked as `shmem_parse_one` does.
+/// Takes every `key=value` given (each must parse, the last one counts).
+fn take_last<T>(
+    d: &mut MountData,
+    key: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    let mut last = None;
+    for (_, v) in d.take_each(&[key]) {
+        last = Some(v.as_deref().and_then(&parse).ok_or(Errno::EINVAL)?);
+    }
+    Ok(last)
+}
+
+/// Whether the flag `key` was given; a value is `EINVAL`.
+fn take_flag(d: &mut MountData, key: &str) -> Result<bool> {
+    let given = d.take_each(&[key]);
+    if given.iter().any(|(_, v)| v.is_some()) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(!given.is_empty())
+}
+
+/// A user or group id (`fsparam_uid`): any base, not -1.
+fn parse_id(v: &str) -> Option<u32> {
+    kstrtoull(v, 0)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n != u32::MAX)
+}
+
+/// `mode=` (octal, the permission bits kept), `uid=` and `gid=`, each
+/// checked as `shmem_parse_one` does.
 fn take_owner_opts(d: &mut MountData) -> Result<(Option<u32>, Option<u32>, Option<u32>)> {
-    let mode = d
-        .take_value("mode")?
-        .map(|v| u32::from_str_radix(&v, 8).map_err(|_| Errno::EINVAL))
-        .transpose()?;
-    let id = |v: String| v.parse::<u32>().map_err(|_| Errno::EINVAL);
-    let uid = d.take_value("uid")?.map(id).transpose()?;
-    let gid = d.take_value("gid")?.map(id).transpose()?;
+    let mode = take_last(d, "mode", |v| {
+        kstrtoull(v, 8)
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|m| m & 0o7777)
+    })?;
+    let uid = take_last(d, "uid", parse_id)?;
+    let gid = take_last(d, "gid", parse_id)?;
     Ok((mode, uid, gid))
+}
+
+/// The options that change nothing Tessera keeps but must be well formed:
+/// `huge=`, `mpol=`, `inode32`, `inode64`, and (not on a remount) `noswap`.
+fn take_checked_only(d: &mut MountData, remount: bool) -> Result<()> {
+    take_last(d, "huge", |v| {
+        matches!(v, "never" | "always" | "within_size" | "advise").then_some(())
+    })?;
+    take_last(d, "mpol", |v| mpol_ok(v).then_some(()))?;
+    take_flag(d, "inode32")?;
+    take_flag(d, "inode64")?;
+    // Swap cannot be turned off on a remount.
+    if take_flag(d, "noswap")? && remount {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Whether `v` is a memory policy `mpol_parse_str` accepts on a machine
+/// with one memory node (node 0): `mode[=static|=relative][:nodelist]`.
+fn mpol_ok(v: &str) -> bool {
+    let (head, nodelist) = match v.split_once(':') {
+        Some((h, n)) => (h, Some(n)),
+        None => (v, None),
+    };
+    // A flag may also follow the node list (`bind:0=static`).
+    let (mode, flags, nodelist) = match (head.split_once('='), nodelist) {
+        (Some((m, f)), n) => (m, Some(f), n),
+        (None, Some(n)) => match n.split_once('=') {
+            Some((n, f)) => (head, Some(f), Some(n)),
+            None => (head, None, Some(n)),
+        },
+        (None, None) => (head, None, None),
+    };
+    let nodes = match nodelist.map(nodelist_nodes) {
+        Some(None) => return false,
+        Some(Some(n)) => n,
+        None => 0,
+    };
+    let flagged = match flags {
+        None => false,
+        Some("static" | "relative") => true,
+        Some(_) => return false,
+    };
+    match mode {
+        // An empty node list only; flags are not looked at.
+        "default" => nodelist.is_none(),
+        // One node, written as plain digits, or none (local allocation,
+        // which takes no flags).
+        "prefer" => match nodelist {
+            Some(n) => n.bytes().all(|c| c.is_ascii_digit()) && nodes > 0,
+            None => !flagged,
+        },
+        "interleave" | "weighted interleave" => nodelist.is_none() || nodes > 0,
+        "local" => nodelist.is_none() && !flagged,
+        "bind" | "prefer (many)" => nodelist.is_some() && nodes > 0,
+        _ => false,
+    }
+}
+
+/// The nodes a node list names (`bitmap_parselist`: `N` or `N-M`, comma
+/// separated, blanks around), as a count; `None` when it is malformed or
+/// names a node other than 0, the only one with memory.
+fn nodelist_nodes(list: &str) -> Option<u32> {
+    if list.trim().is_empty() {
+        return Some(0);
+    }
+    let mut n = 0;
+    for part in list.split(',') {
+        let part = part.trim();
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        let (a, b) = (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?);
+        if a > b || b > 0 || !part.bytes().next().is_some_and(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        n += 1;
+    }
+    Some(n)
 }
 
 /// `size=`: bytes (with a `k`, `m`, `g` … suffix), or a percentage of
@@ -164,21 +276,11 @@ impl FilesystemType for TmpfsType {
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<NewFilesystem> {
         let mut d: MountData = req.data.clone();
+        d.join_digit_items();
         let pages = take_page_limit(&mut d, self.total_memory)?;
-        let inodes = d
-            .take_value("nr_inodes")?
-            .map(|v| parse_inodes_opt(&v))
-            .transpose()?;
+        let inodes = take_last(&mut d, "nr_inodes", |v| parse_inodes_opt(v).ok())?;
         let (mode, uid, gid) = take_owner_opts(&mut d)?;
-        for (k, _) in [
-            ("huge", ()),
-            ("mpol", ()),
-            ("inode32", ()),
-            ("inode64", ()),
-            ("noswap", ()),
-        ] {
-            d.take(k);
-        }
+        take_checked_only(&mut d, false)?;
         d.finish()?;
         let (default_pages, default_inodes) = default_limits(self.total_memory);
         let fs = Arc::new(TmpfsFs {
@@ -370,17 +472,13 @@ impl FilesystemOps for TmpfsFs {
 
     fn remount(&self, data: &MountData) -> Result<()> {
         let mut d = data.clone();
+        d.join_digit_items();
         let pages = take_page_limit(&mut d, self.total_memory)?;
-        let inodes = d
-            .take_value("nr_inodes")?
-            .map(|v| parse_inodes_opt(&v))
-            .transpose()?;
+        let inodes = take_last(&mut d, "nr_inodes", |v| parse_inodes_opt(v).ok())?;
         // Parsed (a bad value is EINVAL) but not applied on remount, as in
         // Linux's shmem_reconfigure.
         take_owner_opts(&mut d)?;
-        for k in ["huge", "mpol", "inode32", "inode64", "noswap"] {
-            d.take(k);
-        }
+        take_checked_only(&mut d, true)?;
         d.finish()?;
         let _held = self.remount_lock.lock();
         let (max_pages, max_inodes) = self.limits();

@@ -20,8 +20,9 @@ use crate::Vfs;
 type MountTree = Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>;
 
 impl Vfs {
-    /// Builds a filesystem instance of type `fstype`. `internal` allows types
-    /// that user mounts may not create.
+    /// Builds a filesystem instance of type `fstype`, read-only when
+    /// `MS_RDONLY` or the data's `ro` asks. `internal` allows types that
+    /// user mounts may not create.
     #[allow(clippy::too_many_arguments)]
     pub fn new_filesystem(
         self: &Arc<Self>,
@@ -37,7 +38,11 @@ impl Vfs {
         if !internal && !t.options().allow_user_mount {
             return Err(Errno::ENODEV);
         }
-        let md = MountData::parse(data)?;
+        let mut md = MountData::parse(data)?;
+        // `ro` / `rw` in the data decide for the superblock over MS_RDONLY.
+        let sb_ro = md
+            .take_sb_flags(false)?
+            .unwrap_or(flags.contains(MountFlags::MS_RDONLY));
         let nf = t.mount(&MountRequest {
             vfs: self,
             cred,
@@ -46,13 +51,9 @@ impl Vfs {
             data: &md,
             at,
         })?;
-        Ok(Filesystem::new(
-            t.name(),
-            t.options(),
-            self.anon_dev(),
-            nf.ops,
-            nf.root,
-        ))
+        let fs = Filesystem::new(t.name(), t.options(), self.anon_dev(), nf.ops, nf.root);
+        fs.set_readonly(sb_ro || fs.ops().is_readonly());
+        Ok(fs)
     }
 
     /// Makes a mount of a new filesystem that is attached nowhere yet.
@@ -79,7 +80,6 @@ impl Vfs {
         at: Option<PathBase<'_>>,
     ) -> Result<Arc<Mount>> {
         let fs = self.new_filesystem(cred, fstype, source, flags, data, true, at)?;
-        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY) || fs.ops().is_readonly());
         let root = fs.root().clone();
         Ok(Mount::new(
             fs,
@@ -406,7 +406,6 @@ impl Vfs {
         at: Option<PathBase<'_>>,
     ) -> Result<()> {
         let fs = self.new_filesystem(cred, fstype, source, flags, data, false, at)?;
-        fs.set_readonly(flags.contains(MountFlags::MS_RDONLY) || fs.ops().is_readonly());
         let root = fs.root().clone();
         let m = Mount::new(
             fs,
@@ -503,8 +502,10 @@ impl Vfs {
         }
         let f = MntFlags::from_mount_flags(flags);
         if !bind_only {
-            let md = MountData::parse(data)?;
-            let ro = f.contains(MntFlags::RDONLY);
+            let mut md = MountData::parse(data)?;
+            let ro = md
+                .take_sb_flags(true)?
+                .unwrap_or(f.contains(MntFlags::RDONLY));
             if ro && !vd.mount.fs().is_readonly() {
                 // Going read-only needs no writers on any mount of the filesystem.
                 if Self::fs_has_writers(ns, vd.mount.fs()) {
