@@ -322,10 +322,16 @@ impl Vfs {
         targets: Vec<(Arc<Mount>, bool)>,
         mp: &Arc<Dentry>,
     ) -> Result<()> {
+        // A slave that is shared itself gives its copies a peer group of
+        // their own, which the copies at its peers join (`propagate_one`:
+        // `CL_SLAVE | CL_MAKE_SHARED`, then `CL_MAKE_SHARED` from that copy).
+        let mut slave_groups: HashMap<(u32, usize), u32> = HashMap::new();
         for (pm, is_peer) in targets {
+            let pm_group = pm.prop.lock().shared;
             let copies: MountTree = tree
                 .iter()
-                .map(|(m, link)| {
+                .enumerate()
+                .map(|(i, (m, link))| {
                     let c = Mount::new(m.fs().clone(), m.root().clone(), m.flags(), m.source());
                     {
                         let src = m.prop.lock();
@@ -334,6 +340,12 @@ impl Vfs {
                             p.shared = src.shared;
                         } else {
                             p.master = Some(Arc::downgrade(m));
+                            p.shared = pm_group.map(|g| {
+                                *slave_groups.entry((g, i)).or_insert_with(|| {
+                                    self.next_group_id
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                                })
+                            });
                         }
                     }
                     if !is_peer {
