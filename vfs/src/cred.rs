@@ -35,6 +35,8 @@ bitflags! {
         const SYS_CHROOT = 1 << 18;
         /// Create device nodes.
         const MKNOD = 1 << 27;
+        /// Set file capabilities (`security.capability`).
+        const SETFCAP = 1 << 31;
         /// Override MAC (not used).
         const MAC_OVERRIDE = 1 << 32;
         /// Every capability Linux defines (0..=40).

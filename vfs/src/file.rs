@@ -211,6 +211,7 @@ impl OpenFile {
         // already written, so a filesystem that cannot change the mode must
         // not turn the write into a failure.
         let inode = self.vd.dentry.inode();
+        inode.drop_file_caps();
         if let Some(mode) = perm::mode_after_write(cred, inode.owner()) {
             let _ = inode.setattr(
                 &Ctx { cred },

@@ -281,6 +281,12 @@ pub trait Inode: Send + Sync + 'static {
     fn removexattr(&self, _name: &[u8]) -> Result<()> {
         Err(Errno::EOPNOTSUPP)
     }
+
+    /// A write, truncate or chown takes away the file's capabilities
+    /// (`security_inode_killpriv` removes `security.capability`). A
+    /// filesystem that keeps that attribute itself removes it here, cheaply
+    /// when there is none: every write calls this.
+    fn drop_file_caps(&self) {}
 }
 
 /// Operations of an open file description. Offsets are the caller's: the VFS

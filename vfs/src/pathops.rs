@@ -82,6 +82,53 @@ fn child_locked(cred: &Credentials, dir: &Arc<Dentry>, name: &[u8]) -> Result<Op
     }
 }
 
+/// The file-capability attribute (`XATTR_NAME_CAPS`).
+const FILE_CAPS: &[u8] = b"security.capability";
+/// Sizes of a version-2 and a version-3 (namespaced, with a root id) value.
+const CAPS_V2_SIZE: usize = 20;
+const CAPS_V3_SIZE: usize = 24;
+const CAPS_REVISION_MASK: u32 = 0xff00_0000;
+const CAPS_REVISION_2: u32 = 0x0200_0000;
+const CAPS_REVISION_3: u32 = 0x0300_0000;
+
+/// `cap_convert_nscap`: a file-capability value must be a whole version 2
+/// or version 3 record, the latter with a valid root id, and setting one
+/// takes `CAP_SETFCAP`. (Checked before the namespace's own rules.)
+fn check_file_caps(cred: &Credentials, value: &[u8]) -> Result<()> {
+    let magic = value
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & CAPS_REVISION_MASK);
+    match (value.len(), magic) {
+        (CAPS_V2_SIZE, Some(CAPS_REVISION_2)) => {}
+        (CAPS_V3_SIZE, Some(CAPS_REVISION_3)) => {
+            if value[20..24] == [0xff; 4] {
+                return Err(Errno::EINVAL);
+            }
+        }
+        _ => return Err(Errno::EINVAL),
+    }
+    if !cred.has(Caps::SETFCAP) {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
+}
+
+/// `cap_inode_getsecurity`: a stored file-capability value as a reader in
+/// the initial namespace sees it. An empty one is `EINVAL`; a version 3
+/// record whose root is 0 reads as version 2.
+fn file_caps_as_read(mut value: Vec<u8>) -> Result<Vec<u8>> {
+    if value.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    if value.len() == CAPS_V3_SIZE && value[20..24] == [0; 4] {
+        value.truncate(CAPS_V2_SIZE);
+        // The revision byte (the magic is little-endian), keeping the
+        // effective flag in the low bits.
+        value[3] = (CAPS_REVISION_2 >> 24) as u8;
+    }
+    Ok(value)
+}
+
 /// `may_delete`: permission to remove `child` from `dir`.
 fn may_delete(
     cred: &Credentials,
@@ -981,6 +1028,9 @@ impl Vfs {
         if uid.is_some() || gid.is_some() || attr.mode.is_some() {
             attr.ctime = Some(self.now());
         }
+        if o.mode & S_IFMT != S_IFDIR {
+            vd.dentry.inode().drop_file_caps();
+        }
         self.setattr_vd(cred, vd, attr)
     }
 
@@ -1014,6 +1064,7 @@ impl Vfs {
         if let Some(m) = perm::mode_after_write(cred, o) {
             attr.mode = Some(m & 0o7777);
         }
+        vd.dentry.inode().drop_file_caps();
         self.setattr_vd(cred, vd, attr)
     }
 
@@ -1134,7 +1185,11 @@ impl Vfs {
         Self::acl_target(vd, name)?;
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, false)?;
         Self::xattr_suffix(name)?;
-        vd.dentry.inode().getxattr(name)
+        let value = vd.dentry.inode().getxattr(name)?;
+        if name == FILE_CAPS {
+            return file_caps_as_read(value);
+        }
+        Ok(value)
     }
 
     /// `setxattr(2)` / `lsetxattr(2)`.
@@ -1179,6 +1234,9 @@ impl Vfs {
             if acl == crate::acl::Acl::Empty {
                 return self.removexattr_vd(cred, vd, name);
             }
+        }
+        if name == FILE_CAPS && !value.is_empty() {
+            check_file_caps(cred, value)?;
         }
         perm::check_xattr(cred, vd.dentry.inode().owner(), name, true)?;
         Self::xattr_suffix(name)?;

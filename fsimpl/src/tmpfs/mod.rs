@@ -543,6 +543,12 @@ struct SeqAttrs {
     ctime_sec: AtomicI64,
     ctime_nsec: AtomicU32,
     tmpfile: AtomicBool,
+    /// Whether `security.capability` is set: not one of the attributes the
+    /// sequence covers, but kept here where the struct has room (a field
+    /// of its own would move every inode to a bigger allocation). Changed
+    /// under `meta`; each write asks, and most files have none, so the
+    /// answer must not take the lock.
+    file_caps: AtomicBool,
 }
 
 impl SeqAttrs {
@@ -557,6 +563,7 @@ impl SeqAttrs {
             ctime_sec: AtomicI64::new(a.ctime.sec),
             ctime_nsec: AtomicU32::new(a.ctime.nsec),
             tmpfile: AtomicBool::new(a.tmpfile),
+            file_caps: AtomicBool::new(false),
         }
     }
 
@@ -735,6 +742,9 @@ pub struct TmpInode {
     meta: RwLock<Option<Box<Xattrs>>>,
     data: Data,
 }
+
+/// The file-capability attribute, which writes and chowns remove.
+const FILE_CAPS: &[u8] = b"security.capability";
 
 impl TmpInode {
     /// A new inode stamped `now`.
@@ -1226,9 +1236,18 @@ impl Inode for TmpInode {
                 fs.release_ispace(cost);
             }
             map.insert(name.into(), value.into());
+            if name == FILE_CAPS {
+                self.attrs.file_caps.store(true, Ordering::Relaxed);
+            }
         }
         self.touch_ctime(0, self.now());
         Ok(())
+    }
+
+    fn drop_file_caps(&self) {
+        if self.attrs.file_caps.load(Ordering::Relaxed) {
+            let _ = self.removexattr(FILE_CAPS);
+        }
     }
 
     fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
@@ -1244,6 +1263,9 @@ impl Inode for TmpInode {
         {
             let mut xattrs = self.meta.write();
             let removed = xattrs.as_mut().and_then(|m| m.remove(name));
+            if name == FILE_CAPS {
+                self.attrs.file_caps.store(false, Ordering::Relaxed);
+            }
             match removed {
                 Some(v) => {
                     let fs = self.fs();
