@@ -1400,6 +1400,10 @@ impl Vfs {
         let follow = !flags.contains(OpenFlags::O_NOFOLLOW);
         let mut w = self.walker(ctx, start, path, resolve)?;
         let mut created = false;
+        // Whether a create took write access to the mount and kept it: it
+        // is handed on to the new file when that is opened for writing (one
+        // count kept instead of dropped and taken again), else given back.
+        let mut create_write = false;
         let target = loop {
             let last = w.walk_to_last()?;
             let name = match last {
@@ -1432,7 +1436,7 @@ impl Vfs {
                     VirtualDentry::new(Arc::clone(mount), c)
                 }
                 None => {
-                    let _wr = begin_write_on(mount)?;
+                    let wr = begin_write_on(mount)?;
                     may_create(ctx.cred, parent)?;
                     let node = new_file_node(ctx, parent, mode);
                     let inode = parent
@@ -1440,6 +1444,8 @@ impl Vfs {
                         .create(&Ctx { cred: ctx.cred }, name, &node)?;
                     let d = parent.insert_child(name, inode)?;
                     created = true;
+                    std::mem::forget(wr);
+                    create_write = true;
                     break VirtualDentry::new(Arc::clone(mount), d);
                 }
             };
@@ -1450,6 +1456,7 @@ impl Vfs {
             }
             break child;
         };
+        let held = create_write.then(|| WriteGuard(&target.mount));
         if flags.contains(OpenFlags::O_CREAT) {
             if flags.contains(OpenFlags::O_EXCL) && !created {
                 return Err(Errno::EEXIST);
@@ -1461,6 +1468,8 @@ impl Vfs {
         if (flags.contains(OpenFlags::O_DIRECTORY) || w.must_be_dir) && !target.dentry.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        // `do_open` takes the count over (or gives it back).
+        let held = held.map(std::mem::forget).is_some();
         let mut want = perm::may_for_open(flags);
         let mut truncate = false;
         if created {
@@ -1473,7 +1482,7 @@ impl Vfs {
             target.mount.end_write();
             truncate = true;
         }
-        self.do_open(ctx.cred, target, flags, want, truncate)
+        self.do_open(ctx.cred, target, flags, want, truncate, held)
     }
 
     /// `may_open` + `vfs_open`: the checks on the file itself, then the open.
@@ -1484,7 +1493,11 @@ impl Vfs {
         flags: OpenFlags,
         want: May,
         truncate: bool,
+        held_write: bool,
     ) -> Result<Arc<OpenFile>> {
+        // A count of write access the caller took (a create) and hands
+        // over: given back on any failure below.
+        let held = held_write.then(|| WriteGuard(&vd.mount));
         let ft = vd.dentry.file_type();
         let special = matches!(
             ft,
@@ -1507,7 +1520,14 @@ impl Vfs {
         }
         let writes = flags.writable() && !special;
         if writes {
-            vd.mount.begin_write()?;
+            // (Matched by value, so that the guard is gone after it.)
+            match { held } {
+                // The file keeps the count (its release ends it).
+                Some(g) => std::mem::forget(g),
+                None => vd.mount.begin_write()?,
+            }
+        } else {
+            drop(held);
         }
         let res = (|| {
             let ops = match ft {
@@ -1569,6 +1589,7 @@ impl Vfs {
             vd,
             flags - OpenFlags::__O_TMPFILE - OpenFlags::O_DIRECTORY,
             May::empty(),
+            false,
             false,
         )
     }
