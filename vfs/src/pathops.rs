@@ -1520,11 +1520,9 @@ impl Vfs {
         }
         let writes = flags.writable() && !special;
         if writes {
-            // (Matched by value, so that the guard is gone after it.)
-            match { held } {
-                // The file keeps the count (its release ends it).
-                Some(g) => std::mem::forget(g),
-                None => vd.mount.begin_write()?,
+            // A held count stays with the file (its release ends it).
+            if held.map(std::mem::forget).is_none() {
+                vd.mount.begin_write()?;
             }
         } else {
             drop(held);
