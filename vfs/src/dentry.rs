@@ -223,17 +223,11 @@ impl Hasher for PassHasher {
 
 type NameMap<V> = hashbrown::HashMap<Name, V, BuildHasherDefault<PassHasher>>;
 
-/// Where a dentry hangs in its tree.
+/// Where a dentry hangs in its tree: its parent and name. (Its place in
+/// the parent's list is in [`Dentry::pos`] and [`Dentry::offset`].)
 pub(crate) struct Link {
     pub(crate) parent: Option<Arc<Dentry>>,
     pub(crate) name: Name,
-    /// Position in the parent's list of entries (higher is newer: Linux
-    /// puts a new or moved dentry at the head of `d_children`).
-    pub(crate) pos: u32,
-    /// The directory offset (`simple_offset_add`): where `lseek` finds the
-    /// entry. A rename over another entry takes that entry's offset, and an
-    /// exchange keeps both, so offsets and list order can disagree.
-    pub(crate) offset: u32,
 }
 
 /// The children of a directory.
@@ -399,7 +393,7 @@ impl Children {
         let mut next = FIRST_POS;
         self.order.base = next;
         for d in old.into_iter().flatten() {
-            d.link.write().pos = next;
+            d.pos.store(next, Ordering::Relaxed);
             self.order.slots.push_back(Some(d));
             next += 1;
         }
@@ -463,6 +457,16 @@ pub struct Dentry {
     inode: Arc<dyn Inode>,
     ftype: FileType,
     pub(crate) link: RwLock<Link>,
+    /// Position in the parent's list of entries (higher is newer: Linux
+    /// puts a new or moved dentry at the head of `d_children`). Written
+    /// only under the parent's `children` lock, and read under it: outside
+    /// `link`, so that a removal reads it without taking another lock.
+    pub(crate) pos: AtomicU32,
+    /// The directory offset (`simple_offset_add`): where `lseek` finds the
+    /// entry. A rename over another entry takes that entry's offset, and an
+    /// exchange keeps both, so offsets and list order can disagree. Under
+    /// the parent's `children` lock, as `pos`.
+    pub(crate) offset: AtomicU32,
     pub(crate) dir: Option<Box<DirState>>,
     /// The directory's id in the lookup cache when its filesystem is
     /// authoritative (its `DirState::id`), else 0: a copy, so the walk's
@@ -496,21 +500,13 @@ impl Dentry {
         parent: Option<Arc<Dentry>>,
         name: Name,
     ) -> Arc<Dentry> {
-        Dentry::new_at(
-            inode,
-            Link {
-                parent,
-                name,
-                pos: 0,
-                offset: 0,
-            },
-        )
+        Dentry::new_at(inode, Link { parent, name }, Slot { pos: 0, offset: 0 })
     }
 
     /// A new dentry already placed by `link`: a child made under its
     /// directory's lock gets its place before it is shared, so its `link`
     /// lock is not taken to set it.
-    fn new_at(inode: Arc<dyn Inode>, link: Link) -> Arc<Dentry> {
+    fn new_at(inode: Arc<dyn Inode>, link: Link, slot: Slot) -> Arc<Dentry> {
         let ftype = inode.file_type();
         let dir: Option<Box<DirState>> = (ftype == FileType::Directory).then(|| {
             Box::new(DirState {
@@ -532,6 +528,8 @@ impl Dentry {
             inode,
             ftype,
             link: RwLock::new(link),
+            pos: AtomicU32::new(slot.pos),
+            offset: AtomicU32::new(slot.offset),
             dir,
             cache_id,
             mounts: AtomicU32::new(0),
@@ -695,9 +693,8 @@ impl Dentry {
             Link {
                 parent: Some(self.clone()),
                 name: name.clone(),
-                pos: slot.pos,
-                offset: slot.offset,
             },
+            slot,
         );
         enter(dir, &mut ch, &child, name, slot.pos);
         Ok(child)
@@ -722,8 +719,7 @@ impl Dentry {
         let mut ch = dir.children.write();
         let d = ch.by_name.remove(&NameQuery(name))?;
         d.evict(dir, name);
-        let pos = d.link.read().pos;
-        ch.unlist(pos);
+        ch.unlist(d.pos.load(Ordering::Relaxed));
         Some(d)
     }
 
@@ -749,8 +745,8 @@ impl Dentry {
             ch.order
                 .iter()
                 .filter_map(|(pos, d)| {
-                    let l = d.link.read();
-                    (u64::from(l.offset) <= offset).then_some((l.offset, pos))
+                    let o = d.offset.load(Ordering::Relaxed);
+                    (u64::from(o) <= offset).then_some((o, pos))
                 })
                 .max()
                 .map(|(_, pos)| pos)
@@ -763,7 +759,7 @@ impl Dentry {
 
     /// The offset of this entry in its directory.
     pub(crate) fn dir_offset(&self) -> u32 {
-        self.link.read().offset
+        self.offset.load(Ordering::Relaxed)
     }
 
     /// Number of cached children.
@@ -795,8 +791,7 @@ impl Dentry {
         for n in &victims {
             if let Some(d) = ch.by_name.remove(&NameQuery(n)) {
                 d.evict(dir, n);
-                let pos = d.link.read().pos;
-                ch.unlist(pos);
+                ch.unlist(d.pos.load(Ordering::Relaxed));
             }
         }
         victims.len()
@@ -887,12 +882,9 @@ fn attach_reserved(dir: &DirState, child: &Arc<Dentry>, shared: Name, pos: Reser
 }
 
 fn place(dir: &DirState, ch: &mut Children, child: &Arc<Dentry>, shared: Name, slot: Slot) {
-    {
-        let mut l = child.link.write();
-        l.pos = slot.pos;
-        l.offset = slot.offset;
-        l.name = shared.clone();
-    }
+    child.pos.store(slot.pos, Ordering::Relaxed);
+    child.offset.store(slot.offset, Ordering::Relaxed);
+    child.link.write().name = shared.clone();
     enter(dir, ch, child, shared, slot.pos);
 }
 

@@ -209,11 +209,11 @@ fn check_tree(
                     String::from_utf8_lossy(&l.name)
                 ));
             }
-            if !ch.order.get(l.pos).is_some_and(|o| Arc::ptr_eq(o, child)) {
+            let pos = child.pos.load(std::sync::atomic::Ordering::Relaxed);
+            if !ch.order.get(pos).is_some_and(|o| Arc::ptr_eq(o, child)) {
                 return Err(format!(
-                    "{child_name:?} in {:?} is not at its position {} in the directory order",
+                    "{child_name:?} in {:?} is not at its position {pos} in the directory order",
                     show(&dir),
-                    l.pos
                 ));
             }
             drop(l);
