@@ -30,6 +30,8 @@ pub struct PathCtx<'a> {
 
 /// The largest extended attribute value (`XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 65536;
+/// The longest list of extended attribute names `listxattr` returns.
+pub const XATTR_LIST_MAX: usize = 65536;
 /// The longest extended attribute name.
 pub const XATTR_NAME_MAX: usize = 255;
 
@@ -1264,6 +1266,10 @@ impl Vfs {
         };
         if !cred.has(Caps::SYS_ADMIN) {
             names.retain(|n| !n.starts_with(b"trusted."));
+        }
+        // The list, each name with its NUL, must fit in XATTR_LIST_MAX.
+        if names.iter().map(|n| n.len() + 1).sum::<usize>() > XATTR_LIST_MAX {
+            return Err(Errno::E2BIG);
         }
         Ok(names)
     }

@@ -411,7 +411,7 @@ impl TmpfsFs {
         if self.limits.max_inodes.load(Ordering::Relaxed) == 0 {
             return 0;
         }
-        (SIMPLE_XATTR_SIZE + value.len() + name.len() + 1) as u64
+        (SIMPLE_XATTR_SIZE + value.len() + name.len()) as u64
     }
 }
 
