@@ -19,6 +19,10 @@ use crate::Vfs;
 /// and its mount point (the first one, `None`, goes at the target).
 type MountTree = Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>;
 
+/// A mount that gets a copy by propagation: whether it is a peer of the
+/// destination, and its peer group when the copy was decided.
+type Target = (Arc<Mount>, bool, Option<u32>);
+
 impl Vfs {
     /// Builds a filesystem instance of type `fstype`, read-only when
     /// `MS_RDONLY` or the data's `ro` asks. `internal` allows types that
@@ -281,18 +285,20 @@ impl Vfs {
     /// The peers and slaves of `at`'s mount that get a copy of what is
     /// attached at `at`: those that see its mount point and are attached in
     /// the namespace (a mount not yet attached, Linux's `IS_MNT_NEW`, gets
-    /// none), with whether each is a peer.
-    fn attach_targets(
-        &self,
-        ns: &Arc<MountNamespace>,
-        at: &VirtualDentry,
-    ) -> Vec<(Arc<Mount>, bool)> {
+    /// none), with whether each is a peer and its peer group as it is now,
+    /// before the attached tree is made shared (a target in that tree is
+    /// not shared yet when Linux copies to it).
+    fn attach_targets(&self, ns: &Arc<MountNamespace>, at: &VirtualDentry) -> Vec<Target> {
         self.propagation_targets(ns, &at.mount)
             .into_iter()
             .filter(|(pm, _)| {
                 at.dentry.is_descendant_of(pm.root())
                     && Arc::ptr_eq(pm.fs(), at.mount.fs())
                     && Self::check_in_ns(ns, pm).is_ok()
+            })
+            .map(|(pm, is_peer)| {
+                let group = pm.prop.lock().shared;
+                (pm, is_peer, group)
             })
             .collect()
     }
@@ -319,15 +325,14 @@ impl Vfs {
         &self,
         ns: &Arc<MountNamespace>,
         tree: &MountTree,
-        targets: Vec<(Arc<Mount>, bool)>,
+        targets: Vec<Target>,
         mp: &Arc<Dentry>,
     ) -> Result<()> {
         // A slave that is shared itself gives its copies a peer group of
         // their own, which the copies at its peers join (`propagate_one`:
         // `CL_SLAVE | CL_MAKE_SHARED`, then `CL_MAKE_SHARED` from that copy).
         let mut slave_groups: HashMap<(u32, usize), u32> = HashMap::new();
-        for (pm, is_peer) in targets {
-            let pm_group = pm.prop.lock().shared;
+        for (pm, is_peer, pm_group) in targets {
             let copies: MountTree = tree
                 .iter()
                 .enumerate()
