@@ -848,12 +848,13 @@ impl TmpInode {
         self.mgt.set_ctime_current(&self.fs.mg)
     }
 
-    fn touch_ctime(&self, links: i32, now: Timespec) {
+    /// A change of the inode itself (a rename, an extended attribute): the
+    /// ctime set to `now`.
+    fn touch_ctime(&self, now: Timespec) {
         let fs = &self.fs;
         self.mgt.set_ctime_current(&fs.mg);
         let held = self.meta.write();
-        self.attrs
-            .stamp(&held, |n| n.saturating_add_signed(links), false, now);
+        self.attrs.stamp(&held, |n| n, false, now);
     }
 
     /// A change of the data: mtime and ctime set to `now` (stored alone,
@@ -1134,8 +1135,8 @@ impl Inode for TmpInode {
                     nd.dir_changed(fs, 0, 0, now);
                 }
             }
-            c.touch_ctime(0, now);
-            r.touch_ctime(0, now);
+            c.touch_ctime(now);
+            r.touch_ctime(now);
             return Ok(());
         }
         let replaced = replaced.map(Self::downcast).transpose()?;
@@ -1151,7 +1152,7 @@ impl Inode for TmpInode {
         let links = if c_dir { 1 } else { 0 };
         self.dir_changed(fs, -1, -links, now);
         nd.dir_changed(fs, 1, links, now);
-        c.touch_ctime(0, now);
+        c.touch_ctime(now);
         if let Some(r) = replaced {
             r.mg_changed();
         }
@@ -1240,7 +1241,7 @@ impl Inode for TmpInode {
                 self.attrs.file_caps.store(true, Ordering::Relaxed);
             }
         }
-        self.touch_ctime(0, self.now());
+        self.touch_ctime(self.now());
         Ok(())
     }
 
@@ -1276,7 +1277,7 @@ impl Inode for TmpInode {
                 None => return Err(Errno::ENODATA),
             }
         }
-        self.touch_ctime(0, self.now());
+        self.touch_ctime(self.now());
         Ok(())
     }
 }

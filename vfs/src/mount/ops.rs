@@ -681,9 +681,11 @@ impl Vfs {
         }
         // The copies at the peers are looked at under the namespace lock,
         // after the expiry mark.
-        if !flags.contains(UmountFlags::MNT_DETACH) {
-            self.propagated_busy(ns, &m)?;
-        }
+        let mut parent_targets = if flags.contains(UmountFlags::MNT_DETACH) {
+            None
+        } else {
+            Some(self.propagated_busy(ns, &m)?)
+        };
         // Propagated unmounts (`propagate_umount`): for every mount the call
         // takes away (with MNT_DETACH, the whole tree below `m`), the copies
         // at its parent's peers and slaves, when each has no children of
@@ -731,11 +733,12 @@ impl Vfs {
                 continue;
             }
             let (set, all_leaving) = groups.entry(key).or_insert_with(|| {
-                let mut set: Vec<Arc<Mount>> = self
-                    .propagation_targets(ns, &px)
-                    .into_iter()
-                    .map(|(pm, _)| pm)
-                    .collect();
+                // Without MNT_DETACH, `m` alone goes, and the busy check
+                // listed its parent's targets already.
+                let targets = parent_targets
+                    .take()
+                    .unwrap_or_else(|| self.propagation_targets(ns, &px));
+                let mut set: Vec<Arc<Mount>> = targets.into_iter().map(|(pm, _)| pm).collect();
                 set.push(px.clone());
                 let all = set
                     .iter()
@@ -791,9 +794,15 @@ impl Vfs {
     /// `propagate_mount_busy`: the mount at `m`'s place at each peer and
     /// slave of its parent, which an unmount of `m` would take too, must be
     /// idle (unless other mounts sit on it, which keeps it): `EBUSY`.
-    fn propagated_busy(&self, ns: &Arc<MountNamespace>, m: &Arc<Mount>) -> Result<()> {
+    /// Answers the parent's propagation targets, which the unmount then
+    /// uses too.
+    fn propagated_busy(
+        &self,
+        ns: &Arc<MountNamespace>,
+        m: &Arc<Mount>,
+    ) -> Result<Vec<(Arc<Mount>, bool)>> {
         let Some((parent, mp)) = m.parent() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let targets = self.propagation_targets(ns, &parent);
         for (pm, _) in &targets {
@@ -819,7 +828,7 @@ impl Vfs {
                 return Err(Errno::EBUSY);
             }
         }
-        Ok(())
+        Ok(targets)
     }
 
     /// Unmounts `m` and every mount below it (`umount_tree`), leaving them
