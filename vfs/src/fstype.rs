@@ -332,7 +332,8 @@ pub fn kstrtoull(s: &str, base: u32) -> Option<u64> {
         0 if b.first() == Some(&b'0') => (8, 0),
         0 => (10, 0),
         16 if hex_prefix => (16, 2),
-        r => (r, 0),
+        r @ 2..=36 => (r, 0),
+        _ => return None,
     };
     let digits = &s[start..];
     let end = digits
