@@ -745,7 +745,10 @@ impl Vfs {
                     .all(|pm| leaving.contains(&(Arc::as_ptr(pm) as usize)));
                 (set, all)
             });
-            if *all_leaving {
+            // A mount going takes what is mounted in it along, except what
+            // covers its root, which takes its place: copies on the roots
+            // are looked at even then.
+            if *all_leaving && !set.iter().any(|pm| Arc::ptr_eq(&mpx, pm.root())) {
                 continue;
             }
             for pm in set.iter() {
