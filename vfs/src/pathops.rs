@@ -1405,6 +1405,32 @@ impl Vfs {
         }
         let follow = !flags.contains(OpenFlags::O_NOFOLLOW);
         let mut w = self.walker(ctx, start, path, resolve)?;
+        // Whatever fails after the walk began puts the walk's reference on
+        // the mount it stands in (`path_put` on the way out).
+        let res = self.open_walked(ctx, &mut w, flags, mode, follow);
+        if let Err(e) = &res {
+            // A create's trailing-slash check comes before the walk takes
+            // its references (Linux 6.18).
+            let slash_create =
+                *e == Errno::EISDIR && flags.contains(OpenFlags::O_CREAT) && w.must_be_dir;
+            if !slash_create {
+                w.failed(*e);
+            }
+        }
+        res
+    }
+
+    /// The part of [`Vfs::openat`] after its walker is made, apart so that
+    /// any failure in it can be seen by the caller, which holds the walker.
+    #[inline(always)]
+    fn open_walked(
+        &self,
+        ctx: &PathCtx<'_>,
+        w: &mut Walker<'_, '_>,
+        mut flags: OpenFlags,
+        mode: u32,
+        follow: bool,
+    ) -> Result<Arc<OpenFile>> {
         let mut created = false;
         // Whether a create took write access to the mount and kept it: it
         // is handed on to the new file when that is opened for writing (one

@@ -460,6 +460,26 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// Walks every component but the last, following links on the way.
     /// Returns the last component; `self.cur` is its directory.
     pub fn walk_to_last(&mut self) -> Result<Last> {
+        self.walk_to_last_inner().inspect_err(|&e| self.failed(e))
+    }
+
+    /// A walk that failed: Linux leaves its lock-free mode to report nearly
+    /// every failure (a cache miss, a permission to check again), and then
+    /// puts the reference it took on the mount it stands in, which takes
+    /// back that mount's `MNT_EXPIRE` mark (`mntput`). A cached-only walk
+    /// never leaves that mode, nor does one refused a link by
+    /// `RESOLVE_NO_SYMLINKS`.
+    #[cold]
+    pub(crate) fn failed(&self, e: Errno) {
+        let lock_free = self.resolve.contains(ResolveFlags::RESOLVE_CACHED)
+            || (e == Errno::ELOOP && self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS));
+        if !lock_free {
+            self.cur.mount.used();
+        }
+    }
+
+    #[inline(always)]
+    fn walk_to_last_inner(&mut self) -> Result<Last> {
         loop {
             let mut hold = NameHold::default();
             let Some((name, last)) = self.next_component(&mut hold) else {
@@ -567,7 +587,10 @@ impl<'a, 'p> Walker<'a, 'p> {
 
     /// Looks `name` up in the current directory and crosses any mount on it.
     pub fn lookup_child(&self, name: &[u8]) -> Result<VirtualDentry> {
-        let dentry = self.child(name, None)?.into_owned();
+        let dentry = self
+            .child(name, None)
+            .inspect_err(|&e| self.failed(e))?
+            .into_owned();
         let mut vd = VirtualDentry {
             mount: Arc::clone(&self.cur.mount),
             dentry,
@@ -591,7 +614,7 @@ impl<'a, 'p> Walker<'a, 'p> {
             match self.vfs.mount_at(&vd.mount, &vd.dentry) {
                 Some(m) => {
                     if self.resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
-                        return Err(self.unlazy(Errno::EXDEV));
+                        return Err(no_xdev_crossing(self.resolve, &m));
                     }
                     vd.dentry = m.root().clone();
                     vd.mount = m;
@@ -780,6 +803,12 @@ impl<'a, 'p> Walker<'a, 'p> {
     /// when the walk ended where it began, so a caller that only looks at it
     /// (`stat`) takes no reference at all.
     pub fn resolve_here(&mut self, follow: bool, must_be_dir: bool) -> Result<()> {
+        self.resolve_here_inner(follow, must_be_dir)
+            .inspect_err(|&e| self.failed(e))
+    }
+
+    #[inline(always)]
+    fn resolve_here_inner(&mut self, follow: bool, must_be_dir: bool) -> Result<()> {
         // One loop for every component: the last one differs only in that a
         // link there is followed on request.
         let mut hold = NameHold::default();
@@ -841,6 +870,17 @@ fn cached_no_xdev(resolve: ResolveFlags) -> bool {
     resolve.contains(ResolveFlags::RESOLVE_NO_XDEV | ResolveFlags::RESOLVE_CACHED)
 }
 
+/// A `RESOLVE_NO_XDEV` walk met mount `m` on its way down: `EXDEV`. Linux
+/// finds that out in its blocking walk, holding a reference to `m`, whose
+/// put takes back `m`'s `MNT_EXPIRE` mark.
+#[cold]
+fn no_xdev_crossing(resolve: ResolveFlags, m: &Mount) -> Errno {
+    if !resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+        m.used();
+    }
+    unlazy(resolve, Errno::EXDEV)
+}
+
 /// Moves `p` from a mount point to whatever is mounted on it, repeatedly.
 #[inline]
 fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<()> {
@@ -851,7 +891,7 @@ fn cross_mounts(vfs: &Vfs, resolve: ResolveFlags, p: &mut Place<'_>) -> Result<(
         match vfs.mount_at(&p.mount, &p.dentry) {
             Some(m) => {
                 if resolve.contains(ResolveFlags::RESOLVE_NO_XDEV) {
-                    return Err(unlazy(resolve, Errno::EXDEV));
+                    return Err(no_xdev_crossing(resolve, &m));
                 }
                 p.dentry = DentryRef::owned(m.root().clone());
                 p.mount = Cow::Owned(m);
