@@ -22,6 +22,7 @@ const PRIVATE_PREFIX: &[u8] = b"trusted.overlay.";
 const OPAQUE: &[u8] = b"trusted.overlay.opaque";
 const ORIGIN: &[u8] = b"trusted.overlay.origin";
 const IMPURE: &[u8] = b"trusted.overlay.impure";
+const UUID: &[u8] = b"trusted.overlay.uuid";
 /// The name of the directory made in `workdir=`.
 const WORK_NAME: &[u8] = b"work";
 /// How deep a stale work directory is emptied before it is made again.
@@ -157,6 +158,7 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
     let mut upper = None;
     let mut work = None;
     let mut shown = Vec::new();
+    let mut uuid = true;
     for (k, v) in &opts {
         match k.as_str() {
             "userxattr" | "volatile" | "default_permissions" => {
@@ -194,6 +196,9 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
                 shown.push(format!("{k}={v}"));
             }
             k => {
+                if k == "uuid" {
+                    uuid = matches!(v.as_deref(), Some("on" | "auto"));
+                }
                 let allowed = ENUM_OPTIONS
                     .iter()
                     .find(|(n, _)| *n == k)
@@ -232,6 +237,9 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
         let uc = clone_layer(vfs, u, u.mount.flags());
         let wc = VirtualDentry::new(uc.mount.clone(), w.dentry.clone());
         let made = make_workdir(vfs, &cred, &uc, &wc)?;
+        if uuid && !req.flags.contains(MountFlags::MS_RDONLY) {
+            set_uuid(&uc);
+        }
         traps.push(inode_key(&made.dentry));
         fs_upper = Some(uc);
         fs_work = Some(made);
@@ -281,6 +289,24 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
         },
     );
     Ok(NewFilesystem { ops: fs, root })
+}
+
+/// Gives the upper root a `trusted.overlay.uuid` when it has none (Linux
+/// keeps a random one there to tell this overlay's file handles apart); a
+/// failure only loses the mark.
+fn set_uuid(upper: &VirtualDentry) {
+    use std::hash::{BuildHasher, Hasher};
+    let inode = upper.dentry.inode();
+    if inode.getxattr(UUID).is_ok() {
+        return;
+    }
+    let mut bytes = Vec::with_capacity(16);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(bytes.len() as u64);
+        bytes.extend_from_slice(&h.finish().to_ne_bytes());
+    }
+    let _ = inode.setxattr(UUID, &bytes, XattrFlags::empty());
 }
 
 /// Makes `workdir/work` afresh: whatever was there is removed first, and
@@ -404,6 +430,13 @@ impl OverlayFs {
 
     fn temp_name(&self) -> Vec<u8> {
         format!("#{:x}", self.next_temp.fetch_add(1, Ordering::Relaxed)).into_bytes()
+    }
+
+    /// Makes a whiteout at `name` in the upper directory `dir` of its own
+    /// (what a rename leaves, as `RENAME_WHITEOUT` makes it).
+    fn make_own_whiteout(&self, dir: &VirtualDentry, name: &[u8]) -> Result<()> {
+        let vfs = self.vfs()?;
+        vfs.mknodat(&self.ctx(dir), dir, name, S_IFCHR, DevId::default())
     }
 
     /// Makes a whiteout at `name` in the upper directory `dir`: a link to
@@ -895,6 +928,28 @@ impl OverlayInode {
     }
 }
 
+/// The layer name of an attribute named through the overlay: the
+/// overlay's own names are stored one level down
+/// (`trusted.overlay.overlay.X` for `trusted.overlay.X`), so that no caller
+/// can forge or read the real marks.
+fn escape(name: &[u8]) -> Vec<u8> {
+    match name.strip_prefix(PRIVATE_PREFIX) {
+        Some(rest) => [PRIVATE_PREFIX, b"overlay.", rest].concat(),
+        None => name.to_vec(),
+    }
+}
+
+/// The name a layer attribute is listed under through the overlay: an
+/// escaped one without its escape, a real mark not at all.
+fn unescape(name: Vec<u8>) -> Option<Vec<u8>> {
+    match name.strip_prefix(PRIVATE_PREFIX) {
+        Some(rest) => rest
+            .strip_prefix(b"overlay.")
+            .map(|r| [PRIVATE_PREFIX, r].concat()),
+        None => Some(name),
+    }
+}
+
 /// A stand-in inode number for a listed name no layer could say more of.
 fn crate_ino(name: &[u8]) -> u64 {
     name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -1156,7 +1211,7 @@ impl Inode for OverlayInode {
         };
         vfs.renameat2(&ctx, &old_up, old_name, &new_up, new_name, upper_flags)?;
         if old_whiteout {
-            fs.make_whiteout(&old_up, old_name)?;
+            fs.make_own_whiteout(&old_up, old_name)?;
         }
         let moved = |n: &OverlayInode, dir: &Arc<OverlayInode>, name: &[u8]| {
             let up = fs.child(
@@ -1216,34 +1271,25 @@ impl Inode for OverlayInode {
     }
 
     fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
-        if name.starts_with(PRIVATE_PREFIX) {
-            return Err(Errno::EOPNOTSUPP);
-        }
-        self.real()?.dentry.inode().getxattr(name)
+        self.real()?.dentry.inode().getxattr(&escape(name))
     }
 
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
-        if name.starts_with(PRIVATE_PREFIX) {
-            return Err(Errno::EPERM);
-        }
         let up = self.arc()?.copy_up()?;
-        up.dentry.inode().setxattr(name, value, flags)
+        up.dentry.inode().setxattr(&escape(name), value, flags)
     }
 
     fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
-        let mut names = self.real()?.dentry.inode().listxattr()?;
-        names.retain(|n| !n.starts_with(PRIVATE_PREFIX));
-        Ok(names)
+        let names = self.real()?.dentry.inode().listxattr()?;
+        Ok(names.into_iter().filter_map(unescape).collect())
     }
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
-        if name.starts_with(PRIVATE_PREFIX) {
-            return Err(Errno::EPERM);
-        }
+        let name = escape(name);
         // Nothing to copy up for an attribute that is not there.
-        self.real()?.dentry.inode().getxattr(name)?;
+        self.real()?.dentry.inode().getxattr(&name)?;
         let up = self.arc()?.copy_up()?;
-        up.dentry.inode().removexattr(name)
+        up.dentry.inode().removexattr(&name)
     }
 
     fn drop_file_caps(&self) {
