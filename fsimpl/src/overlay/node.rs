@@ -18,11 +18,60 @@ use tessera_vfs::perm::Owner;
 use tessera_vfs::Vfs;
 
 /// The prefix of the attributes overlayfs keeps for itself.
-const PRIVATE_PREFIX: &[u8] = b"trusted.overlay.";
-const OPAQUE: &[u8] = b"trusted.overlay.opaque";
-const ORIGIN: &[u8] = b"trusted.overlay.origin";
-const IMPURE: &[u8] = b"trusted.overlay.impure";
-const UUID: &[u8] = b"trusted.overlay.uuid";
+const TRUSTED_PREFIX: &[u8] = b"trusted.overlay.";
+/// The prefix with `userxattr`.
+const USER_PREFIX: &[u8] = b"user.overlay.";
+const OPAQUE: &[u8] = b"opaque";
+const ORIGIN: &[u8] = b"origin";
+const IMPURE: &[u8] = b"impure";
+const UUID: &[u8] = b"uuid";
+/// The directory a `volatile` mount leaves in the work directory, and the
+/// one in it that makes later mounts refuse the work directory.
+const INCOMPAT: &[u8] = b"incompat";
+const VOLATILE: &[u8] = b"volatile";
+
+/// The names of the attributes overlayfs keeps for itself: under
+/// `trusted.overlay.`, or `user.overlay.` with `userxattr`.
+#[derive(Clone, Copy)]
+struct Marks(&'static [u8]);
+
+impl Marks {
+    fn name(self, what: &[u8]) -> Vec<u8> {
+        [self.0, what].concat()
+    }
+
+    fn is_private(self, name: &[u8]) -> bool {
+        name.starts_with(self.0)
+    }
+
+    /// The layer name of an attribute named through the overlay: the
+    /// overlay's own names are stored one level down
+    /// (`trusted.overlay.overlay.X` for `trusted.overlay.X`), so that no
+    /// caller can forge or read the real marks.
+    fn escape(self, name: &[u8]) -> Vec<u8> {
+        match name.strip_prefix(self.0) {
+            Some(rest) => [self.0, b"overlay.", rest].concat(),
+            None => name.to_vec(),
+        }
+    }
+
+    /// The name a layer attribute is listed under through the overlay: an
+    /// escaped one without its escape, a real mark not at all.
+    fn unescape(self, name: Vec<u8>) -> Option<Vec<u8>> {
+        match name.strip_prefix(self.0) {
+            Some(rest) => rest.strip_prefix(b"overlay.").map(|r| [self.0, r].concat()),
+            None => Some(name),
+        }
+    }
+
+    /// Whether a layer directory is marked opaque.
+    fn is_opaque(self, vd: &VirtualDentry) -> bool {
+        vd.dentry
+            .inode()
+            .getxattr(&self.name(OPAQUE))
+            .is_ok_and(|v| v.as_slice() == b"y")
+    }
+}
 /// The name of the directory made in `workdir=`.
 const WORK_NAME: &[u8] = b"work";
 /// How deep a stale work directory is emptied before it is made again.
@@ -56,6 +105,8 @@ pub struct OverlayFs {
     lowers: Vec<VirtualDentry>,
     /// The options as given, for `mountinfo`.
     shown: String,
+    /// Where the overlay's own attributes live.
+    marks: Marks,
     /// Temporary names in the work directory (`#N`).
     next_temp: AtomicU64,
     /// The whiteout every removal links to, once made.
@@ -159,13 +210,19 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
     let mut work = None;
     let mut shown = Vec::new();
     let mut uuid = true;
+    let mut marks = Marks(TRUSTED_PREFIX);
+    let mut volatile = false;
     for (k, v) in &opts {
         match k.as_str() {
             "userxattr" | "volatile" | "default_permissions" => {
-                // `userxattr` moves the private attributes to `user.`,
-                // which this overlay does not do.
-                if v.is_some() || k == "userxattr" {
+                if v.is_some() {
                     return Err(Errno::EINVAL);
+                }
+                match k.as_str() {
+                    "userxattr" => marks = Marks(USER_PREFIX),
+                    "volatile" => volatile = true,
+                    // Permission is always checked on the overlay inode.
+                    _ => {}
                 }
             }
             "lowerdir" => {
@@ -236,9 +293,9 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
         traps.push(inode_key(&w.dentry));
         let uc = clone_layer(vfs, u, u.mount.flags());
         let wc = VirtualDentry::new(uc.mount.clone(), w.dentry.clone());
-        let made = make_workdir(vfs, &cred, &uc, &wc)?;
+        let made = make_workdir(vfs, &cred, &uc, &wc, volatile)?;
         if uuid && !req.flags.contains(MountFlags::MS_RDONLY) {
-            set_uuid(&uc);
+            set_uuid(marks, &uc);
         }
         traps.push(inode_key(&made.dentry));
         fs_upper = Some(uc);
@@ -276,6 +333,7 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
         work: fs_work,
         lowers: lookup_lowers.clone(),
         shown: shown.join(","),
+        marks,
         next_temp: AtomicU64::new(1),
         whiteout: Mutex::new(None),
     });
@@ -294,10 +352,10 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
 /// Gives the upper root a `trusted.overlay.uuid` when it has none (Linux
 /// keeps a random one there to tell this overlay's file handles apart); a
 /// failure only loses the mark.
-fn set_uuid(upper: &VirtualDentry) {
+fn set_uuid(marks: Marks, upper: &VirtualDentry) {
     use std::hash::{BuildHasher, Hasher};
     let inode = upper.dentry.inode();
-    if inode.getxattr(UUID).is_ok() {
+    if inode.getxattr(&marks.name(UUID)).is_ok() {
         return;
     }
     let mut bytes = Vec::with_capacity(16);
@@ -306,7 +364,7 @@ fn set_uuid(upper: &VirtualDentry) {
         h.write_u64(bytes.len() as u64);
         bytes.extend_from_slice(&h.finish().to_ne_bytes());
     }
-    let _ = inode.setxattr(UUID, &bytes, XattrFlags::empty());
+    let _ = inode.setxattr(&marks.name(UUID), &bytes, XattrFlags::empty());
 }
 
 /// Makes `workdir/work` afresh: whatever was there is removed first, and
@@ -316,6 +374,7 @@ fn make_workdir(
     cred: &Credentials,
     upper: &VirtualDentry,
     base: &VirtualDentry,
+    volatile: bool,
 ) -> Result<VirtualDentry> {
     let ctx = PathCtx {
         cred,
@@ -323,14 +382,49 @@ fn make_workdir(
         umask: 0,
     };
     match vfs.lookup(&ctx, base, WORK_NAME, false, false) {
-        Ok(old) => remove_tree(vfs, &ctx, base, WORK_NAME, &old, CLEANUP_DEPTH)?,
+        Ok(old) => {
+            // A volatile mount that was not unmounted cleanly may have
+            // lost writes: its work directory is refused until emptied.
+            let marked = vfs
+                .lookup(&ctx, &old, INCOMPAT, false, false)
+                .and_then(|inc| vfs.lookup(&ctx, &inc, VOLATILE, false, false));
+            if old.dentry.is_dir() && marked.is_ok() {
+                return Err(Errno::EINVAL);
+            }
+            remove_tree(vfs, &ctx, base, WORK_NAME, &old, CLEANUP_DEPTH)?
+        }
         Err(Errno::ENOENT) => {}
         Err(e) => return Err(e),
     }
-    vfs.mkdirat(&ctx, base, WORK_NAME, 0)?;
-    let w = vfs.lookup(&ctx, base, WORK_NAME, false, false)?;
+    let w = mkdir_mode0(vfs, &ctx, base, WORK_NAME)?;
+    if volatile {
+        let inc = mkdir_mode0(vfs, &ctx, &w, INCOMPAT)?;
+        let vol = mkdir_mode0(vfs, &ctx, &inc, VOLATILE)?;
+        vfs.openat(
+            &ctx,
+            &vol,
+            b"dirty",
+            OpenFlags::O_WRONLY | OpenFlags::O_CREAT | OpenFlags::O_EXCL,
+            0,
+            ResolveFlags::empty(),
+            false,
+        )?;
+    }
+    Ok(w)
+}
+
+/// Makes a directory of mode 0 (whatever the umask), as Linux makes its
+/// work directories.
+fn mkdir_mode0(
+    vfs: &Vfs,
+    ctx: &PathCtx<'_>,
+    dir: &VirtualDentry,
+    name: &[u8],
+) -> Result<VirtualDentry> {
+    vfs.mkdirat(ctx, dir, name, 0)?;
+    let w = vfs.lookup(ctx, dir, name, false, false)?;
     w.dentry.inode().setattr(
-        &Ctx { cred },
+        &Ctx { cred: ctx.cred },
         &SetAttr {
             mode: Some(0),
             ..Default::default()
@@ -386,14 +480,6 @@ fn list_layer(
 fn is_whiteout(vd: &VirtualDentry) -> bool {
     vd.dentry.file_type() == FileType::CharDevice
         && vd.dentry.inode().stat().rdev == DevId::default()
-}
-
-/// Whether a layer directory is marked opaque.
-fn is_opaque(vd: &VirtualDentry) -> bool {
-    vd.dentry
-        .inode()
-        .getxattr(OPAQUE)
-        .is_ok_and(|v| v.as_slice() == b"y")
 }
 
 impl OverlayFs {
@@ -569,7 +655,7 @@ impl OverlayInode {
                     return Err(Errno::ENOENT);
                 }
                 let t = vd.dentry.file_type();
-                stop = t != FileType::Directory || is_opaque(&vd);
+                stop = t != FileType::Directory || fs.marks.is_opaque(&vd);
                 ftype = Some(t);
                 upper = Some(vd);
             }
@@ -590,7 +676,7 @@ impl OverlayInode {
                     // everything under it.
                     Some(_) => break,
                 }
-                let opaque = t == FileType::Directory && is_opaque(&vd);
+                let opaque = t == FileType::Directory && fs.marks.is_opaque(&vd);
                 lowers.push(vd);
                 if t != FileType::Directory || opaque {
                     break;
@@ -691,7 +777,7 @@ impl OverlayInode {
         };
         let finish = || -> Result<()> {
             let t = vfs.lookup(&ctx, work, &tmp, false, false)?;
-            copy_meta(&fs.cred, &lower, &t, &st)?;
+            copy_meta(&fs.cred, fs.marks, &lower, &t, &st)?;
             vfs.renameat2(
                 &ctx,
                 work,
@@ -720,7 +806,7 @@ impl OverlayInode {
         let _ = pupper
             .dentry
             .inode()
-            .setxattr(IMPURE, b"y", XattrFlags::empty());
+            .setxattr(&fs.marks.name(IMPURE), b"y", XattrFlags::empty());
         let up = fs.child(&pupper, &name)?.ok_or(Errno::EIO)?;
         self.state.lock().upper.get_or_insert(up);
         Ok(())
@@ -775,7 +861,7 @@ impl OverlayInode {
             Ok(())
         };
         let marked = if over_whiteout && new.ftype == FileType::Directory {
-            inode.setxattr(OPAQUE, b"y", XattrFlags::empty())
+            inode.setxattr(&fs.marks.name(OPAQUE), b"y", XattrFlags::empty())
         } else {
             Ok(())
         };
@@ -928,28 +1014,6 @@ impl OverlayInode {
     }
 }
 
-/// The layer name of an attribute named through the overlay: the
-/// overlay's own names are stored one level down
-/// (`trusted.overlay.overlay.X` for `trusted.overlay.X`), so that no caller
-/// can forge or read the real marks.
-fn escape(name: &[u8]) -> Vec<u8> {
-    match name.strip_prefix(PRIVATE_PREFIX) {
-        Some(rest) => [PRIVATE_PREFIX, b"overlay.", rest].concat(),
-        None => name.to_vec(),
-    }
-}
-
-/// The name a layer attribute is listed under through the overlay: an
-/// escaped one without its escape, a real mark not at all.
-fn unescape(name: Vec<u8>) -> Option<Vec<u8>> {
-    match name.strip_prefix(PRIVATE_PREFIX) {
-        Some(rest) => rest
-            .strip_prefix(b"overlay.")
-            .map(|r| [PRIVATE_PREFIX, r].concat()),
-        None => Some(name),
-    }
-}
-
 /// A stand-in inode number for a listed name no layer could say more of.
 fn crate_ino(name: &[u8]) -> u64 {
     name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -989,6 +1053,7 @@ fn copy_data(
 /// mode and times, and an origin mark.
 fn copy_meta(
     cred: &Credentials,
+    marks: Marks,
     lower: &VirtualDentry,
     up: &VirtualDentry,
     st: &Statx,
@@ -1000,7 +1065,7 @@ fn copy_meta(
         Err(Errno::EOPNOTSUPP) => Vec::new(),
         Err(e) => return Err(e),
     };
-    for n in names.iter().filter(|n| !n.starts_with(PRIVATE_PREFIX)) {
+    for n in names.iter().filter(|n| !marks.is_private(n)) {
         match li.getxattr(n) {
             Ok(v) => ui.setxattr(n, &v, XattrFlags::empty())?,
             Err(Errno::ENODATA) => {}
@@ -1010,7 +1075,7 @@ fn copy_meta(
     // Linux stores a file handle of the lower inode here; its bytes are
     // Linux's own, so this one only names the lower inode number.
     let origin = format!("tessera:{:x}", st.ino);
-    let _ = ui.setxattr(ORIGIN, origin.as_bytes(), XattrFlags::empty());
+    let _ = ui.setxattr(&marks.name(ORIGIN), origin.as_bytes(), XattrFlags::empty());
     let c = Ctx { cred };
     ui.setattr(
         &c,
@@ -1202,7 +1267,7 @@ impl Inode for OverlayInode {
             src_up
                 .dentry
                 .inode()
-                .setxattr(OPAQUE, b"y", XattrFlags::empty())?;
+                .setxattr(&fs.marks.name(OPAQUE), b"y", XattrFlags::empty())?;
         }
         let upper_flags = if exchange {
             RenameFlags::RENAME_EXCHANGE
@@ -1271,21 +1336,29 @@ impl Inode for OverlayInode {
     }
 
     fn getxattr(&self, name: &[u8]) -> Result<Vec<u8>> {
-        self.real()?.dentry.inode().getxattr(&escape(name))
+        self.real()?
+            .dentry
+            .inode()
+            .getxattr(&self.fs.marks.escape(name))
     }
 
     fn setxattr(&self, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
         let up = self.arc()?.copy_up()?;
-        up.dentry.inode().setxattr(&escape(name), value, flags)
+        up.dentry
+            .inode()
+            .setxattr(&self.fs.marks.escape(name), value, flags)
     }
 
     fn listxattr(&self) -> Result<Vec<Vec<u8>>> {
         let names = self.real()?.dentry.inode().listxattr()?;
-        Ok(names.into_iter().filter_map(unescape).collect())
+        Ok(names
+            .into_iter()
+            .filter_map(|n| self.fs.marks.unescape(n))
+            .collect())
     }
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
-        let name = escape(name);
+        let name = self.fs.marks.escape(name);
         // Nothing to copy up for an attribute that is not there.
         self.real()?.dentry.inode().getxattr(&name)?;
         let up = self.arc()?.copy_up()?;
