@@ -1163,6 +1163,47 @@ impl Inode for OverlayInode {
         Ok(me.new_child(name, new.ftype, vd))
     }
 
+    fn tmpfile(&self, _ctx: &Ctx<'_>, new: &NewNode<'_>) -> Result<Arc<dyn Inode>> {
+        let me = self.arc()?;
+        let dir = me.copy_up()?;
+        let fs = &self.fs;
+        let vfs = fs.vfs()?;
+        let f = vfs.openat(
+            &fs.ctx(&dir),
+            &dir,
+            b".",
+            OpenFlags::O_TMPFILE | OpenFlags::O_RDWR,
+            new.mode,
+            ResolveFlags::empty(),
+            false,
+        )?;
+        // The unnamed upper file lives on in its location (linkable, as
+        // it was opened without O_EXCL) after this descriptor closes.
+        let vd = f.location().clone();
+        let inode = vd.dentry.inode();
+        let o = inode.owner();
+        if (o.uid, o.gid) != (new.uid, new.gid) || o.mode & 0o7777 != new.mode {
+            inode.setattr(
+                &Ctx { cred: &fs.cred },
+                &SetAttr {
+                    uid: Some(new.uid),
+                    gid: Some(new.gid),
+                    mode: Some(new.mode),
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(OverlayInode::build(
+            fs.clone(),
+            FileType::Regular,
+            State {
+                upper: Some(vd),
+                lowers: Vec::new(),
+                parent: Some((me, b"#tmpfile".to_vec())),
+            },
+        ))
+    }
+
     fn link(&self, _ctx: &Ctx<'_>, name: &[u8], target: &Arc<dyn Inode>) -> Result<()> {
         let t = target
             .as_any()
@@ -1277,6 +1318,26 @@ impl Inode for OverlayInode {
         vfs.renameat2(&ctx, &old_up, old_name, &new_up, new_name, upper_flags)?;
         if old_whiteout {
             fs.make_own_whiteout(&old_up, old_name)?;
+        }
+        if !Arc::ptr_eq(&me, &ndir) {
+            // A directory that receives a copied-up entry is marked impure,
+            // as copy-up marks the parent.
+            let origin = fs.marks.name(ORIGIN);
+            let has_origin = |vd: &VirtualDentry| vd.dentry.inode().getxattr(&origin).is_ok();
+            let mark = |dir: &VirtualDentry| {
+                let _ =
+                    dir.dentry
+                        .inode()
+                        .setxattr(&fs.marks.name(IMPURE), b"y", XattrFlags::empty());
+            };
+            if has_origin(&src_up) {
+                mark(&new_up);
+            }
+            if let Some(du) = dst.as_ref().filter(|_| exchange).and_then(|d| d.upper()) {
+                if has_origin(&du) {
+                    mark(&old_up);
+                }
+            }
         }
         let moved = |n: &OverlayInode, dir: &Arc<OverlayInode>, name: &[u8]| {
             let up = fs.child(
@@ -1471,6 +1532,12 @@ struct OverlayDir {
 }
 
 impl FileOps for OverlayDir {
+    fn fsync(&self) -> Result<()> {
+        // A directory's entries live in its layers, whose own syncs have
+        // nothing pending here (Linux syncs the upper directory, if any).
+        Ok(())
+    }
+
     fn readdir(&self, _ctx: &Ctx<'_>, off: u64) -> Result<Vec<DirEntry>> {
         let cached = if off == 0 {
             None
