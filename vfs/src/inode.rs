@@ -373,6 +373,12 @@ pub trait FilesystemOps: Send + Sync + 'static {
         false
     }
 
+    /// Whether a remount that asks for read-write must fail with `EROFS`
+    /// (an overlay without an upper layer can never be written).
+    fn refuses_rw_remount(&self) -> bool {
+        false
+    }
+
     /// Applies new mount data on `MS_REMOUNT`.
     fn remount(&self, _data: &crate::fstype::MountData) -> Result<()> {
         Ok(())

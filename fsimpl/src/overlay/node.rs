@@ -589,9 +589,14 @@ impl FilesystemOps for OverlayFs {
         self.upper.is_none()
     }
 
-    fn remount(&self, data: &tessera_vfs::fstype::MountData) -> Result<()> {
-        // Layers cannot change on a live overlay.
-        data.finish()
+    fn refuses_rw_remount(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    fn remount(&self, _data: &tessera_vfs::fstype::MountData) -> Result<()> {
+        // Linux ignores every option of a mount(2) remount of an overlay,
+        // malformed or not: the layers cannot change on a live overlay.
+        Ok(())
     }
 
     fn as_any(&self) -> &dyn Any {
