@@ -146,9 +146,6 @@ fn split_lowers(v: &str) -> Result<Vec<(String, bool)>> {
                 }
                 out.push((std::mem::take(&mut cur), data));
                 if chars.peek() == Some(&':') {
-                    if data {
-                        return Err(Errno::EINVAL);
-                    }
                     chars.next();
                     data = true;
                 }
