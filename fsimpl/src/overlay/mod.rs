@@ -15,7 +15,15 @@
 //! mount, outside the upper tree. At mount time each layer's mount is cloned
 //! privately (so later mounts on the layers are not seen), `workdir/work` is
 //! made afresh (mode 0, anything there before removed), and layers that
-//! overlap are refused with `ELOOP`, in Linux's order of checks.
+//! overlap are refused with `ELOOP`, in Linux's order of checks. When the
+//! mounter cannot make the work directory the overlay is mounted read-only
+//! (its upper layer still shown), as Linux does; when it can make it but
+//! not write in it, the mount fails. A `volatile` mount marks the work
+//! directory (`work/incompat/volatile/dirty`), which later mounts refuse
+//! with `EINVAL`. `userxattr` keeps the overlay's own attributes under
+//! `user.overlay.` instead of `trusted.overlay.`. A remount ignores every
+//! option (as Linux's `mount(2)` remount of an overlay does), and one asking
+//! for read-write of a read-only overlay is `EROFS`.
 //!
 //! # Layers
 //!
@@ -39,6 +47,14 @@
 //! clones, with the mounter's credentials (Linux's credential override);
 //! the caller's own permission is checked by the VFS against the overlay
 //! inode, whose attributes are those of the real inode it shows.
+//!
+//! # Not implemented
+//!
+//! `redirect_dir`, `index`, `metacopy`, `xino`, `nfs_export` and `verity`
+//! are accepted with Linux's values but change nothing (this overlay
+//! behaves as with all of them off); `trusted.overlay.origin` holds
+//! Tessera's own bytes, not a Linux file handle; hard links to a lower file
+//! are broken by copy-up, as Linux without `index`.
 //!
 //! # Locking
 //!

@@ -290,13 +290,22 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
         traps.push(inode_key(&w.dentry));
         let uc = clone_layer(vfs, u, u.mount.flags());
         let wc = VirtualDentry::new(uc.mount.clone(), w.dentry.clone());
-        let made = make_workdir(vfs, &cred, &uc, &wc, volatile)?;
-        if uuid && !req.flags.contains(MountFlags::MS_RDONLY) {
-            set_uuid(marks, &uc);
+        // A work directory that cannot be made leaves the overlay
+        // read-only (its upper layer still shown), as Linux mounts it;
+        // only a refused one (a volatile mount's leftovers) fails.
+        match make_workdir(vfs, &cred, &uc, &wc, volatile) {
+            Ok(made) => {
+                probe_workdir(vfs, &cred, &uc, &made)?;
+                if uuid && !req.flags.contains(MountFlags::MS_RDONLY) {
+                    set_uuid(marks, &uc);
+                }
+                traps.push(inode_key(&made.dentry));
+                fs_work = Some(made);
+            }
+            Err(Errno::EINVAL) => return Err(Errno::EINVAL),
+            Err(e) => log::warn!("overlay: cannot make the work directory ({e}); read-only"),
         }
-        traps.push(inode_key(&made.dentry));
         fs_upper = Some(uc);
-        fs_work = Some(made);
     }
     for (l, _) in &lowers {
         let key = inode_key(&l.dentry);
@@ -408,6 +417,26 @@ fn make_workdir(
         )?;
     }
     Ok(w)
+}
+
+/// Checks that the mounter can make and remove entries in the new work
+/// directory, as Linux's feature probes there do: an overlay whose copy-ups
+/// and whiteouts could never be made is refused (`EACCES` for a mounter
+/// without the right to write there).
+fn probe_workdir(
+    vfs: &Vfs,
+    cred: &Credentials,
+    upper: &VirtualDentry,
+    work: &VirtualDentry,
+) -> Result<()> {
+    let ctx = PathCtx {
+        cred,
+        root: upper,
+        umask: 0,
+    };
+    let name = b"#probe";
+    vfs.mkdirat(&ctx, work, name, 0)?;
+    vfs.unlinkat(&ctx, work, name, AtFlags::AT_REMOVEDIR)
 }
 
 /// Makes a directory of mode 0 (whatever the umask), as Linux makes its
@@ -583,11 +612,11 @@ impl FilesystemOps for OverlayFs {
     }
 
     fn is_readonly(&self) -> bool {
-        self.upper.is_none()
+        self.work.is_none()
     }
 
     fn refuses_rw_remount(&self) -> bool {
-        self.upper.is_none()
+        self.work.is_none()
     }
 
     fn remount(&self, _data: &tessera_vfs::fstype::MountData) -> Result<()> {
