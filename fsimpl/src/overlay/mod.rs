@@ -50,9 +50,12 @@
 //!
 //! # Not implemented
 //!
-//! `redirect_dir`, `index`, `metacopy`, `xino`, `nfs_export` and `verity`
-//! are accepted with Linux's values but change nothing (this overlay
-//! behaves as with all of them off); `trusted.overlay.origin` holds
+//! `redirect_dir`, `metacopy`, `xino`, `nfs_export` and `verity` are
+//! accepted with Linux's values but change nothing (this overlay behaves as
+//! with all of them off); `index=on` makes and marks `workdir/index` and
+//! keeps temporary entries and whiteouts there, but indexes nothing (no
+//! hard-link or file-handle index, no check that the layers are the ones
+//! indexed before, no `EBUSY` for layers in use); `trusted.overlay.origin` holds
 //! Tessera's own bytes, not a Linux file handle; hard links to a lower file
 //! are broken by copy-up, as Linux without `index`.
 //!

@@ -25,6 +25,10 @@ const OPAQUE: &[u8] = b"opaque";
 const ORIGIN: &[u8] = b"origin";
 const IMPURE: &[u8] = b"impure";
 const UUID: &[u8] = b"uuid";
+/// The mark of an index directory: the upper root it indexes.
+const UPPER: &[u8] = b"upper";
+/// The index directory made in `workdir=` with `index=on`.
+const INDEX_NAME: &[u8] = b"index";
 /// The directory a `volatile` mount leaves in the work directory, and the
 /// one in it that makes later mounts refuse the work directory.
 const INCOMPAT: &[u8] = b"incompat";
@@ -99,7 +103,9 @@ pub struct OverlayFs {
     cred: Credentials,
     /// The upper layer's root, on the clone shared with `work`.
     upper: Option<VirtualDentry>,
-    /// `workdir/work`.
+    /// Where temporary entries and the shared whiteout are made:
+    /// `workdir/work`, or `workdir/index` with `index=on`; `None` when the
+    /// work directory could not be made (the overlay is read-only).
     work: Option<VirtualDentry>,
     /// The lower layers looked up in, top first.
     lowers: Vec<VirtualDentry>,
@@ -209,6 +215,7 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
     let mut uuid = true;
     let mut marks = Marks(TRUSTED_PREFIX);
     let mut volatile = false;
+    let mut index = false;
     for (k, v) in &opts {
         match k.as_str() {
             "userxattr" | "volatile" | "default_permissions" => {
@@ -253,6 +260,9 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
                 if k == "uuid" {
                     uuid = matches!(v.as_deref(), Some("on" | "auto"));
                 }
+                if k == "index" {
+                    index = v.as_deref() == Some("on");
+                }
                 let allowed = ENUM_OPTIONS
                     .iter()
                     .find(|(n, _)| *n == k)
@@ -276,6 +286,7 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
     let mut traps: Vec<*const ()> = Vec::new();
     let mut fs_upper = None;
     let mut fs_work = None;
+    let mut work_base = None;
     if let (Some(u), Some(w)) = (&upper, &work) {
         if u.mount.is_readonly() {
             return Err(Errno::EINVAL);
@@ -301,6 +312,7 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
                 }
                 traps.push(inode_key(&made.dentry));
                 fs_work = Some(made);
+                work_base = Some(wc.clone());
             }
             Err(Errno::EINVAL) => return Err(Errno::EINVAL),
             Err(e) => log::warn!("overlay: cannot make the work directory ({e}); read-only"),
@@ -324,6 +336,15 @@ pub(super) fn mount(req: &MountRequest<'_>) -> Result<NewFilesystem> {
                 return Err(Errno::ELOOP);
             }
             cur = p.parent();
+        }
+    }
+    if let (true, Some(base), Some(uc)) = (index, &work_base, &fs_upper) {
+        // The index directory doubles as the place for temporary entries
+        // and the shared whiteout, as in Linux; one that cannot be made
+        // only turns indexing off.
+        match make_indexdir(vfs, &cred, marks, uc, base) {
+            Ok(ix) => fs_work = Some(ix),
+            Err(e) => log::warn!("overlay: cannot make the index directory ({e})"),
         }
     }
     let lower_flags = MntFlags::RDONLY | MntFlags::NOATIME;
@@ -417,6 +438,40 @@ fn make_workdir(
         )?;
     }
     Ok(w)
+}
+
+/// Makes `workdir/index` (mode 0) when it is not there (an existing one
+/// is kept, with what it holds), marks it with the upper root it belongs to,
+/// and marks the upper root with its origin, as Linux's `index=on` does.
+fn make_indexdir(
+    vfs: &Vfs,
+    cred: &Credentials,
+    marks: Marks,
+    upper: &VirtualDentry,
+    base: &VirtualDentry,
+) -> Result<VirtualDentry> {
+    let ctx = PathCtx {
+        cred,
+        root: upper,
+        umask: 0,
+    };
+    let ix = match vfs.lookup(&ctx, base, INDEX_NAME, false, false) {
+        Ok(ix) if ix.dentry.is_dir() => ix,
+        Ok(_) => return Err(Errno::EEXIST),
+        Err(Errno::ENOENT) => mkdir_mode0(vfs, &ctx, base, INDEX_NAME)?,
+        Err(e) => return Err(e),
+    };
+    let root = upper.dentry.inode();
+    let ino = root.stat().ino;
+    let handle = format!("tessera:{ino:x}");
+    if root.getxattr(&marks.name(ORIGIN)).is_err() {
+        root.setxattr(&marks.name(ORIGIN), handle.as_bytes(), XattrFlags::empty())?;
+    }
+    let ixi = ix.dentry.inode();
+    if ixi.getxattr(&marks.name(UPPER)).is_err() {
+        ixi.setxattr(&marks.name(UPPER), handle.as_bytes(), XattrFlags::empty())?;
+    }
+    Ok(ix)
 }
 
 /// Checks that the mounter can make and remove entries in the new work
