@@ -1506,8 +1506,11 @@ impl Inode for OverlayInode {
 
     fn removexattr(&self, name: &[u8]) -> Result<()> {
         let name = self.fs.marks.escape(name);
-        // Nothing to copy up for an attribute that is not there.
-        self.real()?.dentry.inode().getxattr(&name)?;
+        // Nothing to copy up for an attribute that is not there; an upper
+        // inode answers for itself (removing a missing ACL is no error).
+        if self.upper().is_none() {
+            self.real()?.dentry.inode().getxattr(&name)?;
+        }
         let up = self.arc()?.copy_up()?;
         up.dentry.inode().removexattr(&name)
     }
