@@ -634,6 +634,20 @@ impl OverlayFs {
         }
     }
 
+    /// Marks the upper directory `dir` impure when `entry`, now in it, was
+    /// copied up (has an origin), as Linux marks a directory that may hold
+    /// entries from below; a failure only loses the mark.
+    fn mark_impure_for(&self, dir: &VirtualDentry, entry: &VirtualDentry) {
+        let origin = self.marks.name(ORIGIN);
+        if entry.dentry.inode().getxattr(&origin).is_ok() {
+            let impure = self.marks.name(IMPURE);
+            let _ = dir
+                .dentry
+                .inode()
+                .setxattr(&impure, b"y", XattrFlags::empty());
+        }
+    }
+
     /// Removes whatever whiteout sits at `name` in the upper `dir`;
     /// whether there was one.
     fn clear_whiteout(&self, dir: &VirtualDentry, name: &[u8]) -> Result<bool> {
@@ -1310,7 +1324,9 @@ impl Inode for OverlayInode {
             name,
             AtFlags::AT_EMPTY_PATH,
             None,
-        )
+        )?;
+        fs.mark_impure_for(&dir, &src);
+        Ok(())
     }
 
     fn unlink(&self, _ctx: &Ctx<'_>, name: &[u8], child: &Arc<dyn Inode>) -> Result<()> {
@@ -1406,23 +1422,9 @@ impl Inode for OverlayInode {
             fs.make_own_whiteout(&old_up, old_name)?;
         }
         if !Arc::ptr_eq(&me, &ndir) {
-            // A directory that receives a copied-up entry is marked impure,
-            // as copy-up marks the parent.
-            let origin = fs.marks.name(ORIGIN);
-            let has_origin = |vd: &VirtualDentry| vd.dentry.inode().getxattr(&origin).is_ok();
-            let mark = |dir: &VirtualDentry| {
-                let _ =
-                    dir.dentry
-                        .inode()
-                        .setxattr(&fs.marks.name(IMPURE), b"y", XattrFlags::empty());
-            };
-            if has_origin(&src_up) {
-                mark(&new_up);
-            }
+            fs.mark_impure_for(&new_up, &src_up);
             if let Some(du) = dst.as_ref().filter(|_| exchange).and_then(|d| d.upper()) {
-                if has_origin(&du) {
-                    mark(&old_up);
-                }
+                fs.mark_impure_for(&old_up, &du);
             }
         }
         let moved = |n: &OverlayInode, dir: &Arc<OverlayInode>, name: &[u8]| {
