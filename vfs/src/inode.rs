@@ -236,6 +236,14 @@ pub trait Inode: Send + Sync + 'static {
         Err(Errno::EPERM)
     }
 
+    /// Refuses a rename of `child` out of this directory that the
+    /// filesystem cannot make whatever the target is, before the VFS checks
+    /// that a replaced directory is empty (overlayfs answers `EXDEV` for a
+    /// directory that exists in a lower layer before `ENOTEMPTY`).
+    fn rename_precheck(&self, _child: &Arc<dyn Inode>, _flags: RenameFlags) -> Result<()> {
+        Ok(())
+    }
+
     /// The target of a symbolic link.
     fn readlink(&self) -> Result<Vec<u8>> {
         Err(Errno::EINVAL)

@@ -996,8 +996,10 @@ impl OverlayInode {
 
     /// The merged listing of this directory: names, types and numbers,
     /// in Linux's order (the lowest layer's entries first, then the rest
-    /// of the upper layers'), without whiteouts.
-    fn list(&self) -> Result<Listing> {
+    /// of the upper layers'), without whiteouts. A directory of one layer
+    /// lists its whiteouts, as Linux shows the real directory, unless
+    /// `hide_all_whiteouts` (the emptiness check).
+    fn list(&self, hide_all_whiteouts: bool) -> Result<Listing> {
         let s = self.state();
         let fs = &self.fs;
         let vfs = fs.vfs()?;
@@ -1038,7 +1040,7 @@ impl OverlayInode {
         for (name, dt) in list_layer(&vfs, &fs.ctx(lowest), lowest)? {
             let e = match index.get(&name) {
                 Some(&i) => upper_part.get_mut(i).and_then(Option::take),
-                None if rest.is_empty() => Some(Ent {
+                None if rest.is_empty() && !hide_all_whiteouts => Some(Ent {
                     name,
                     dtype: dt,
                     ino: 0,
@@ -1095,9 +1097,13 @@ impl OverlayInode {
         let vfs = fs.vfs()?;
         let ctx = fs.ctx(&pu);
         let cs = child.state();
-        let need_whiteout = !cs.lowers.is_empty() || self.lower_positive(name)?;
+        // Decided by the name, not the inode: a hard link made through the
+        // overlay shares an inode whose lower file is under another name.
+        let need_whiteout = self.lower_positive(name)?;
         if cs.upper.is_some() {
-            if dir {
+            // A directory only in the upper layer keeps its whiteouts and
+            // so is not empty there (Linux removes it as it is).
+            if dir && need_whiteout {
                 child.clear_upper_whiteouts()?;
             }
             let flags = if dir {
@@ -1338,7 +1344,9 @@ impl Inode for OverlayInode {
     }
 
     fn is_empty_dir(&self, _ctx: &Ctx<'_>) -> Result<bool> {
-        Ok(self.list()?.is_empty())
+        // Whiteouts never count, even in a directory of one layer, whose
+        // listing shows them (Linux's `ovl_check_empty_dir`).
+        Ok(self.list(true)?.is_empty())
     }
 
     fn rename(
@@ -1387,7 +1395,9 @@ impl Inode for OverlayInode {
                 Some(d) => {
                     if d.ftype == FileType::Directory {
                         opaque = !d.state().lowers.is_empty();
-                        d.clear_upper_whiteouts()?;
+                        if opaque {
+                            d.clear_upper_whiteouts()?;
+                        }
                     }
                     if d.upper().is_none() {
                         // Only below: the upper name is free.
@@ -1404,8 +1414,8 @@ impl Inode for OverlayInode {
                 opaque = ndir.lower_positive(new_name)?;
             }
         }
-        let old_whiteout =
-            !exchange && (!src.state().lowers.is_empty() || me.lower_positive(old_name)?);
+        // Decided by the name, not the inode (see `remove`).
+        let old_whiteout = !exchange && me.lower_positive(old_name)?;
         if opaque {
             src_up
                 .dentry
@@ -1448,6 +1458,20 @@ impl Inode for OverlayInode {
         moved(&src, &ndir, new_name);
         if let Some(d) = dst.as_ref().filter(|_| exchange) {
             moved(d, &me, old_name);
+        }
+        Ok(())
+    }
+
+    fn rename_precheck(&self, child: &Arc<dyn Inode>, flags: RenameFlags) -> Result<()> {
+        if !(flags - RenameFlags::RENAME_NOREPLACE - RenameFlags::RENAME_EXCHANGE).is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let c = child
+            .as_any()
+            .downcast_ref::<OverlayInode>()
+            .ok_or(Errno::EXDEV)?;
+        if c.ftype == FileType::Directory && !c.state().lowers.is_empty() {
+            return Err(Errno::EXDEV);
         }
         Ok(())
     }
@@ -1638,7 +1662,7 @@ impl FileOps for OverlayDir {
         let list = match cached {
             Some(l) => l,
             None => {
-                let l = Arc::new(self.inode.list()?);
+                let l = Arc::new(self.inode.list(false)?);
                 *self.cache.lock() = Some(l.clone());
                 l
             }
