@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `lowerdir=` lists read-only layers, top first, separated by `:` (`\:`
-//! escapes one); layers after `::` are data-only and never looked names up
-//! in. Without `upperdir=` the overlay is read-only and needs at least two
+//! escapes one); layers after `::` (or given with `datadir+=`) are
+//! data-only, which without `metacopy` means they are never read;
+//! `lowerdir+=` adds one layer. Without `upperdir=` the overlay is read-only and needs at least two
 //! layers; with it, `workdir=` must name an empty-able directory on the same
 //! mount, outside the upper tree. At mount time each layer's mount is cloned
 //! privately (so later mounts on the layers are not seen), `workdir/work` is
@@ -39,9 +40,15 @@
 //! the work directory and renamed into place, so a reader never sees half a
 //! copy and two racing copies cannot both win. Removing a name that exists
 //! below leaves a whiteout (a hard link to one shared whiteout kept in the
-//! work directory, as Linux does); a directory made over a whiteout is
-//! marked opaque. A directory that exists below cannot be renamed (`EXDEV`,
-//! as Linux without `redirect_dir`).
+//! work directory, as Linux does; a rename leaves a whiteout of its own); a
+//! directory made over a whiteout is marked opaque. A directory that exists
+//! below cannot be renamed (`EXDEV`, as Linux without `redirect_dir`).
+//! Whether a whiteout is needed is decided by the name in the parent's
+//! lower layers. An open file follows its inode up: the first use after a
+//! copy-up reopens it on the upper file. Names `trusted.overlay.*` given
+//! through the overlay are kept one level down in the layers
+//! (`trusted.overlay.overlay.*`), so the overlay's own marks are neither
+//! shown nor forged.
 //!
 //! Layers are reached through the VFS's path operations on the private
 //! clones, with the mounter's credentials (Linux's credential override);

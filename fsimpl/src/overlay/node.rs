@@ -912,7 +912,8 @@ impl OverlayInode {
         Ok(())
     }
 
-    /// The parent's upper directory, copying the parent up.
+    /// This directory's upper copy, made if needed: where entries made in
+    /// it go.
     fn parent_upper(self: &Arc<Self>) -> Result<VirtualDentry> {
         self.copy_up()
     }
