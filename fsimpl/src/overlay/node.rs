@@ -1543,7 +1543,18 @@ impl Inode for OverlayInode {
     }
 
     fn drop_file_caps(&self) {
-        if let Some(u) = self.upper() {
+        // Called only as a write, truncate or chown is about to change the
+        // file, which copies it up anyway; copying up first lets the copy
+        // lose the capabilities it takes from below. A copy-up that fails
+        // here fails again, and is reported, in the change itself.
+        // Only a regular file carries capabilities; a device written
+        // through the overlay is not copied up.
+        let up = match self.upper() {
+            Some(u) => Some(u),
+            None if self.ftype == FileType::Regular => self.arc().and_then(|me| me.copy_up()).ok(),
+            None => None,
+        };
+        if let Some(u) = up {
             u.dentry.inode().drop_file_caps();
         }
     }
