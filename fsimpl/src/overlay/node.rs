@@ -78,8 +78,10 @@ impl Marks {
 }
 /// The name of the directory made in `workdir=`.
 const WORK_NAME: &[u8] = b"work";
-/// How deep a stale work directory is emptied before it is made again.
-const CLEANUP_DEPTH: usize = 8;
+/// How deep a stale work directory is emptied before it is made again:
+/// its entries, and the entries of its directories (deeper ones are
+/// removed only when empty).
+const CLEANUP_DEPTH: usize = 2;
 /// Copy-up moves data in chunks of this size.
 const COPY_CHUNK: usize = 64 << 10;
 /// Options that take a value from a fixed set and change nothing here
@@ -514,8 +516,11 @@ fn mkdir_mode0(
     Ok(w)
 }
 
-/// Removes `name` (found as `vd`) from `dir`, emptying a directory first,
-/// down to `depth` levels.
+/// Removes `name` (found as `vd`) from `dir`. A directory that is not
+/// empty is emptied first, entry by entry, when `depth` allows; below that
+/// each entry gets one removal. Everything that can go goes; the first
+/// failure is returned (Linux's cleanup of a stale work directory, which
+/// then mounts the overlay read-only).
 fn remove_tree(
     vfs: &Vfs,
     ctx: &PathCtx<'_>,
@@ -527,13 +532,20 @@ fn remove_tree(
     if !vd.dentry.is_dir() {
         return vfs.unlinkat(ctx, dir, name, AtFlags::empty());
     }
-    if depth == 0 {
-        return Err(Errno::ENOTEMPTY);
+    match vfs.unlinkat(ctx, dir, name, AtFlags::AT_REMOVEDIR) {
+        Err(Errno::ENOTEMPTY) if depth > 0 => {}
+        done => return done,
     }
+    let mut first = Ok(());
     for (n, _) in list_layer(vfs, ctx, vd)? {
-        let child = vfs.lookup(ctx, vd, &n, false, false)?;
-        remove_tree(vfs, ctx, vd, &n, &child, depth - 1)?;
+        let gone = vfs
+            .lookup(ctx, vd, &n, false, false)
+            .and_then(|child| remove_tree(vfs, ctx, vd, &n, &child, depth - 1));
+        if first.is_ok() {
+            first = gone;
+        }
     }
+    first?;
     vfs.unlinkat(ctx, dir, name, AtFlags::AT_REMOVEDIR)
 }
 
