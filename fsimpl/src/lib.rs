@@ -2,5 +2,6 @@
 // The gofer speaks over Unix sockets and inherited fds.
 #[cfg(unix)]
 pub mod gofer;
+pub mod overlay;
 pub mod tmpfs;
 pub mod verity;

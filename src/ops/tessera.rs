@@ -27,6 +27,8 @@ pub fn starting_process_on(fstype: &str, source: &[u8], data: &[u8]) -> Result<P
         .register(Arc::new(tessera_fsimpl::verity::fs::VerityType::default()))?;
     vfs.fstypes
         .register(Arc::new(tessera_fsimpl::gofer::GoferType))?;
+    vfs.fstypes
+        .register(Arc::new(tessera_fsimpl::overlay::OverlayType))?;
     tessera_devices::memdev::register(&vfs.devices)?;
     let root = vfs.mount_disconnected(
         &Credentials::root(),

@@ -236,6 +236,14 @@ pub trait Inode: Send + Sync + 'static {
         Err(Errno::EPERM)
     }
 
+    /// Refuses a rename of `child` out of this directory that the
+    /// filesystem cannot make whatever the target is, before the VFS checks
+    /// that a replaced directory is empty (overlayfs answers `EXDEV` for a
+    /// directory that exists in a lower layer before `ENOTEMPTY`).
+    fn rename_precheck(&self, _child: &Arc<dyn Inode>, _flags: RenameFlags) -> Result<()> {
+        Ok(())
+    }
+
     /// The target of a symbolic link.
     fn readlink(&self) -> Result<Vec<u8>> {
         Err(Errno::EINVAL)
@@ -370,6 +378,12 @@ pub trait FilesystemOps: Send + Sync + 'static {
     /// Whether the filesystem cannot become read-only now because files
     /// without names are still open (Linux's `s_remove_count`: `EBUSY`).
     fn busy_for_readonly(&self) -> bool {
+        false
+    }
+
+    /// Whether a remount that asks for read-write must fail with `EROFS`
+    /// (an overlay without an upper layer can never be written).
+    fn refuses_rw_remount(&self) -> bool {
         false
     }
 

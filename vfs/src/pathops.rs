@@ -771,6 +771,7 @@ impl Vfs {
         if src.is_mountpoint() || dst.as_ref().is_some_and(|d| d.is_mountpoint()) {
             return Err(Errno::EBUSY);
         }
+        old_dir.dentry.inode().rename_precheck(src.inode(), flags)?;
         // A replaced directory is locked, checked empty and claimed like an rmdir victim.
         let replaced = dst.as_ref().filter(|_| !exchange);
         let _victim_op = match replaced.filter(|d| d.is_dir()) {

@@ -529,6 +529,9 @@ impl Vfs {
                     return Err(Errno::EBUSY);
                 }
             }
+            if !ro && vd.mount.fs().ops().refuses_rw_remount() {
+                return Err(Errno::EROFS);
+            }
             vd.mount.fs().ops().remount(&md)?;
             vd.mount
                 .fs()
