@@ -32,6 +32,16 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner and mode a `stat` answer gives, for filesystems that
+    /// take their permissions from another inode's attributes.
+    pub fn of_stat(st: &Statx) -> Owner {
+        Owner {
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+        }
+    }
+
     fn is_dir(&self) -> bool {
         self.mode & S_IFMT == S_IFDIR
     }

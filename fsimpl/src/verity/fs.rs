@@ -874,12 +874,7 @@ impl Inode for VerityInode {
     }
 
     fn owner(&self) -> Owner {
-        let st = self.stat();
-        Owner {
-            mode: st.mode,
-            uid: st.uid,
-            gid: st.gid,
-        }
+        Owner::of_stat(&self.stat())
     }
 
     fn stat(&self) -> Statx {
