@@ -527,6 +527,16 @@ impl<'a, 'p> Walker<'a, 'p> {
         if name.len() > NAME_MAX {
             return Err(self.unlazy(Errno::ENAMETOOLONG));
         }
+        // A cached-only walk finds what the cache holds and needs no
+        // revalidation; anything else asks the filesystem, which it may not.
+        if self.resolve.contains(ResolveFlags::RESOLVE_CACHED) {
+            let dir = &self.cur.dentry;
+            match dir.coherence() {
+                Coherence::Authoritative => {}
+                Coherence::Cached => return dir.cached_child(name).ok_or(Errno::EAGAIN),
+                Coherence::Revalidate => return Err(Errno::EAGAIN),
+            }
+        }
         match lookup_in(self.cred, &self.cur.dentry, name) {
             // Linux keeps no negative entry for a name it never looked up, so
             // a cached-only walk gives up on a miss.
