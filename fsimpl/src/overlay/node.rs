@@ -12,7 +12,7 @@ use tessera_vfs::cred::Credentials;
 use tessera_vfs::dentry::Dentry;
 use tessera_vfs::fstype::{MountRequest, NewFilesystem};
 use tessera_vfs::inode::{Coherence, Ctx, DirEntry, FileOps, FilesystemOps, Inode, NewNode};
-use tessera_vfs::mount::{MntFlags, VirtualDentry};
+use tessera_vfs::mount::{MntFlags, Mount, VirtualDentry};
 use tessera_vfs::pathops::PathCtx;
 use tessera_vfs::perm::Owner;
 use tessera_vfs::Vfs;
@@ -822,10 +822,15 @@ impl OverlayInode {
     /// Makes sure this inode and its parents are in the upper layer;
     /// returns the upper location.
     fn copy_up(self: &Arc<Self>) -> Result<VirtualDentry> {
+        // Every change goes through here: `ovl_want_write`, EROFS when the
+        // upper layer's mount or filesystem became read-only (a remount, or
+        // an unmount of a root that remounts it read-only).
+        if self.fs.upper_root()?.mount.is_write_protected() {
+            return Err(Errno::EROFS);
+        }
         if let Some(u) = self.upper() {
             return Ok(u);
         }
-        self.fs.upper_root()?;
         // The ancestors without an upper copy, nearest first.
         let mut chain = vec![self.clone()];
         loop {
@@ -1506,10 +1511,20 @@ impl Inode for OverlayInode {
                 };
                 let ops = real.dentry.inode().clone().open(flags)?;
                 let on_upper = self.upper().is_some_and(|u| u.same(&real));
+                // The real file open for writing holds write access to the
+                // upper layer's mount, as Linux's backing file does: making
+                // that filesystem read-only is then busy.
+                let write_access = if flags.writable() {
+                    real.mount.begin_write()?;
+                    Some(real.mount.clone())
+                } else {
+                    None
+                };
                 Ok(Arc::new(OverlayFile {
                     inode: self,
                     flags,
                     real: Mutex::new((on_upper, ops)),
+                    write_access,
                 }))
             }
             _ => self.real()?.dentry.inode().clone().open(flags),
@@ -1592,6 +1607,16 @@ struct OverlayFile {
     flags: OpenFlags,
     /// Whether the real file is the upper one, and its operations.
     real: Mutex<(bool, Arc<dyn FileOps>)>,
+    /// The upper mount whose write access this open holds, if it writes.
+    write_access: Option<Arc<Mount>>,
+}
+
+impl Drop for OverlayFile {
+    fn drop(&mut self) {
+        if let Some(m) = &self.write_access {
+            m.end_write();
+        }
+    }
 }
 
 impl OverlayFile {

@@ -96,12 +96,16 @@ impl Vfs {
     /// Wraps an existing location in a new, unattached mount (a bind that is
     /// not connected yet; overlay layers use this).
     pub fn new_disconnected_mount(&self, vd: &VirtualDentry, flags: MntFlags) -> Arc<Mount> {
-        Mount::new(
+        let m = Mount::new(
             vd.mount.fs().clone(),
             vd.dentry.clone(),
             flags,
             vd.mount.source(),
-        )
+        );
+        let mut kept = vd.mount.fs().private_mounts.lock();
+        kept.retain(|w| w.strong_count() > 0);
+        kept.push(Arc::downgrade(&m));
+        m
     }
 
     /// Makes a namespace whose root is `root`. The root is mounted over an
@@ -214,6 +218,12 @@ impl Vfs {
                 .lock()
                 .iter()
                 .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
+            || fs
+                .private_mounts
+                .lock()
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .any(|m| m.has_writers())
     }
 
     /// The first check of every attach (`lock_mount`): a removed or
