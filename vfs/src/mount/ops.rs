@@ -931,23 +931,13 @@ impl Vfs {
         let Some((root_parent, root_mp)) = root_mnt.parent() else {
             return Err(Errno::EINVAL);
         };
-        let subtree_new = Self::subtree(ns, &new_mnt);
+        // The list keeps its order: pivot_root moves no mount in it.
+        let order: Vec<Arc<Mount>> = ns.mounts.lock().clone();
         self.detach_locked(ns, &new_mnt);
         self.detach_locked(ns, &root_mnt);
         self.attach_locked(ns, &root_mnt, &old.mount, &old.dentry)?;
         self.attach_locked(ns, &new_mnt, &root_parent, &root_mp)?;
-        {
-            // List order: the new root first (after the hidden base), then the rest.
-            let mut list = ns.mounts.lock();
-            list.retain(|x| !subtree_new.iter().any(|s| Arc::ptr_eq(s, x)));
-            let at = list
-                .iter()
-                .position(|x| x.parent().is_some())
-                .unwrap_or(list.len());
-            for (i, s) in subtree_new.into_iter().enumerate() {
-                list.insert(at + i, s);
-            }
-        }
+        *ns.mounts.lock() = order;
         Ok(VirtualDentry::root_of(&new_mnt))
     }
 }
