@@ -913,10 +913,6 @@ pub struct Filesystem {
     /// The superblock is read-only (`MS_RDONLY` on a new mount or a
     /// non-bind remount), whatever its mounts say.
     readonly: std::sync::atomic::AtomicBool,
-    /// Mounts of this filesystem in no namespace that a filesystem above
-    /// keeps (an overlay's private layer clones): their writers count when
-    /// the filesystem is made read-only.
-    pub(crate) private_mounts: Mutex<Vec<std::sync::Weak<crate::mount::Mount>>>,
 }
 
 impl Filesystem {
@@ -938,7 +934,6 @@ impl Filesystem {
             root,
             rename_lock: Mutex::new(()),
             readonly: std::sync::atomic::AtomicBool::new(false),
-            private_mounts: Mutex::new(Vec::new()),
         })
     }
 

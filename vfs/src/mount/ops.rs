@@ -19,6 +19,13 @@ use crate::Vfs;
 /// and its mount point (the first one, `None`, goes at the target).
 type MountTree = Vec<(Arc<Mount>, Option<(usize, Arc<Dentry>)>)>;
 
+/// Mounts in no namespace that a filesystem above keeps (an overlay's
+/// private layer clones, [`Vfs::new_disconnected_mount`]): their writers
+/// count when a filesystem is made read-only. Kept apart from
+/// `Filesystem`, whose layout the walk's code is sensitive to.
+static PRIVATE_MOUNTS: parking_lot::Mutex<Vec<std::sync::Weak<Mount>>> =
+    parking_lot::Mutex::new(Vec::new());
+
 /// A mount that gets a copy by propagation: whether it is a peer of the
 /// destination, and its peer group when the copy was decided.
 type Target = (Arc<Mount>, bool, Option<u32>);
@@ -102,7 +109,7 @@ impl Vfs {
             flags,
             vd.mount.source(),
         );
-        let mut kept = vd.mount.fs().private_mounts.lock();
+        let mut kept = PRIVATE_MOUNTS.lock();
         kept.retain(|w| w.strong_count() > 0);
         kept.push(Arc::downgrade(&m));
         m
@@ -218,12 +225,11 @@ impl Vfs {
                 .lock()
                 .iter()
                 .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
-            || fs
-                .private_mounts
+            || PRIVATE_MOUNTS
                 .lock()
                 .iter()
                 .filter_map(std::sync::Weak::upgrade)
-                .any(|m| m.has_writers())
+                .any(|m| Arc::ptr_eq(m.fs(), fs) && m.has_writers())
     }
 
     /// The first check of every attach (`lock_mount`): a removed or
