@@ -726,8 +726,11 @@ impl<'a, 'p> Walker<'a, 'p> {
         dentry: &Dentry,
         kept: Option<KeptLink<'_>>,
     ) -> Result<()> {
-        if self.resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
-            return Err(Errno::ELOOP);
+        if self
+            .resolve
+            .intersects(ResolveFlags::RESOLVE_NO_SYMLINKS | ResolveFlags::RESOLVE_CACHED)
+        {
+            restricted_follow(self.resolve, self.links, mount, dentry)?;
         }
         if mount.flags().contains(MntFlags::NOSYMFOLLOW) {
             return Err(Errno::ELOOP);
@@ -859,6 +862,29 @@ fn held_name(hold: &mut NameHold, at: usize, len: usize) -> LastName<'static> {
     // A name from the middle of a target is never the last one; were it
     // so, it is in the hold's copy.
     LastName::Held(Arc::from(&hold.buf[..]), 0, hold.buf.len())
+}
+
+/// [`Walker::may_follow`]'s rules of `openat2` walks: no link at all under
+/// `RESOLVE_NO_SYMLINKS`; under `RESOLVE_CACHED`, none whose target only its
+/// filesystem can read (Linux's `get_link` of any filesystem but tmpfs wants
+/// to block), once the link checks every walk makes have passed.
+#[cold]
+fn restricted_follow(
+    resolve: ResolveFlags,
+    links: u32,
+    mount: &Mount,
+    dentry: &Dentry,
+) -> Result<()> {
+    if resolve.contains(ResolveFlags::RESOLVE_NO_SYMLINKS) {
+        return Err(Errno::ELOOP);
+    }
+    if dentry.inode().coherence() != Coherence::Authoritative
+        && !mount.flags().contains(MntFlags::NOSYMFOLLOW)
+        && links < MAXSYMLINKS
+    {
+        return Err(Errno::EAGAIN);
+    }
+    Ok(())
 }
 
 /// [`Walker::unlazy`] for code that holds no walker.
